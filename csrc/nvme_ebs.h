@@ -1,0 +1,96 @@
+/*
+ * The C core of nvme_ebs: two NVMe admin commands and the decoders of their
+ * answers. This header is the single source of truth for the cffi cdef: the
+ * build script feeds it everything between the CDEF markers, so that part may
+ * only hold what cffi's parser accepts (integer #defines, structs, prototypes).
+ */
+#ifndef NVME_EBS_H
+#define NVME_EBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CDEF-BEGIN */
+#define NVME_EBS_PAGE_SIZE 4096
+#define NVME_EBS_MAX_BINS 64
+
+#define NVME_EBS_MAGIC_EBS 0x3C23B510
+#define NVME_EBS_MAGIC_INSTANCE_STORE 0xEC2C0D7E
+
+/* Opcodes, exported so Python names the command in its errors. */
+#define NVME_EBS_OPC_GET_LOG_PAGE 0x02
+#define NVME_EBS_OPC_IDENTIFY 0x06
+
+/* Page kinds (nvme_ebs_stats.kind). */
+#define NVME_EBS_KIND_EBS 1
+#define NVME_EBS_KIND_INSTANCE_STORE 2
+
+/* Decoder results: 0 or one of these, the check that failed. */
+#define NVME_EBS_OK 0
+#define NVME_EBS_ERR_SHORT 1     /* buffer shorter than a page */
+#define NVME_EBS_ERR_MAGIC 2     /* unknown magic */
+#define NVME_EBS_ERR_NUM_BINS 3  /* num_bins > NVME_EBS_MAX_BINS */
+#define NVME_EBS_ERR_BIN_RANGE 4 /* lower >= upper on a bin that is not the open last one */
+#define NVME_EBS_ERR_BIN_ORDER 5 /* a bin starts below the end of the one before */
+
+/* Histogram in structure-of-arrays form: each column unpacks in one call. */
+struct nvme_ebs_histogram {
+    uint64_t num_bins;
+    uint64_t lower_us[64];
+    uint64_t upper_us[64];
+    uint32_t count[64];
+};
+
+struct nvme_ebs_stats {
+    uint32_t magic;
+    uint32_t version;
+    int kind;
+    uint64_t total_read_ops;
+    uint64_t total_write_ops;
+    uint64_t total_read_bytes;
+    uint64_t total_write_bytes;
+    uint64_t total_read_time_us;
+    uint64_t total_write_time_us;
+    uint64_t ebs_volume_performance_exceeded_iops_us;
+    uint64_t ebs_volume_performance_exceeded_tp_us;
+    uint64_t ec2_instance_ebs_performance_exceeded_iops_us;
+    uint64_t ec2_instance_ebs_performance_exceeded_tp_us;
+    uint64_t volume_queue_length;
+    struct nvme_ebs_histogram read_hist;
+    struct nvme_ebs_histogram write_hist;
+    /* Where a decode failed: 0 read histogram, 1 write, -1 elsewhere; bin index. */
+    int error_histogram;
+    int error_bin;
+};
+
+/* Identify Controller fields, NUL-terminated with the space padding trimmed. */
+struct nvme_ebs_identity {
+    uint16_t vid;
+    uint16_t ssvid;
+    char serial[21];
+    char model[41];
+    char firmware[9];
+    char bdev_mapping[33];
+};
+
+/*
+ * Commands. Each opens `path` read-only, sends one fixed admin command with
+ * a NVME_EBS_PAGE_SIZE buffer and closes the device. Returns 0, a negative
+ * errno, or the positive NVMe completion status the device answered.
+ */
+int nvme_ebs_identify(const char *path, uint8_t *page);
+int nvme_ebs_get_stats_page(const char *path, uint8_t *page);
+
+/* Decoders. Return NVME_EBS_OK or an NVME_EBS_ERR_* code. */
+int nvme_ebs_decode_stats(const uint8_t *page, size_t len, struct nvme_ebs_stats *out);
+int nvme_ebs_decode_identity(const uint8_t *page, size_t len, struct nvme_ebs_identity *out);
+
+/*
+ * Both in one call, the exporter's hot path: the command's result as above,
+ * or, when the device answered, NVME_EBS_DECODE_FAILED + the decoder's code.
+ */
+#define NVME_EBS_DECODE_FAILED 0x100000
+int nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out);
+/* CDEF-END */
+
+#endif

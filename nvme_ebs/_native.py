@@ -1,0 +1,142 @@
+"""The only module that talks to the compiled C core: it turns its return codes into exceptions
+and its structs into the dataclasses of nvme_ebs.model."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ._nvme_ebs_c import ffi, lib
+from .errors import NvmeStatusError, PageFormatError, error_from_errno
+from .model import ControllerIdentity, EbsStats, LatencyHistogram, PageKind
+
+PAGE_SIZE: int = lib.NVME_EBS_PAGE_SIZE
+OPC_IDENTIFY: int = lib.NVME_EBS_OPC_IDENTIFY
+OPC_GET_LOG_PAGE: int = lib.NVME_EBS_OPC_GET_LOG_PAGE
+STATS_WHAT = "statistics page (log 0xD0)"
+IDENTIFY_WHAT = "identify controller"
+
+_PAGE_KINDS = {lib.NVME_EBS_KIND_EBS: PageKind.EBS, lib.NVME_EBS_KIND_INSTANCE_STORE: PageKind.INSTANCE_STORE}
+_HISTOGRAMS = ("read", "write")
+
+
+def _format_error(code: int, out: Any, device: Optional[str]) -> PageFormatError:
+    """Names the check that failed, with the offending values."""
+    if code == lib.NVME_EBS_ERR_SHORT:
+        return PageFormatError("short", f"shorter than {PAGE_SIZE} bytes", device)
+    if code == lib.NVME_EBS_ERR_MAGIC:
+        return PageFormatError("magic", f"unknown magic {out.magic:#010x}", device)
+    hist = out.read_hist if out.error_histogram == 0 else out.write_hist
+    name = f"{_HISTOGRAMS[out.error_histogram]} latency histogram"
+    if code == lib.NVME_EBS_ERR_NUM_BINS:
+        return PageFormatError(
+            "num_bins", f"{name}: num_bins {hist.num_bins} exceeds {lib.NVME_EBS_MAX_BINS}", device
+        )
+    i = out.error_bin
+    lower, upper = hist.lower_us[i], hist.upper_us[i]
+    if code == lib.NVME_EBS_ERR_BIN_RANGE:
+        return PageFormatError("bin_range", f"{name}: bin {i} has lower {lower} >= upper {upper}", device)
+    if code == lib.NVME_EBS_ERR_BIN_ORDER:
+        return PageFormatError(
+            "bin_order", f"{name}: bin {i} starts at {lower}, before bin {i - 1} ends at "
+            f"{hist.upper_us[i - 1]}", device,
+        )
+    return PageFormatError("unknown", f"decoder code {code}", device)
+
+
+def _histogram(hist: Any) -> LatencyHistogram:
+    n = hist.num_bins
+    return LatencyHistogram(
+        tuple(ffi.unpack(hist.lower_us, n)), tuple(ffi.unpack(hist.upper_us, n)), tuple(ffi.unpack(hist.count, n))
+    )
+
+
+def _stats(out: Any) -> EbsStats:
+    return EbsStats(
+        kind=_PAGE_KINDS[out.kind],
+        version=out.version,
+        total_read_ops=out.total_read_ops,
+        total_write_ops=out.total_write_ops,
+        total_read_bytes=out.total_read_bytes,
+        total_write_bytes=out.total_write_bytes,
+        total_read_time_us=out.total_read_time_us,
+        total_write_time_us=out.total_write_time_us,
+        ebs_volume_performance_exceeded_iops_us=out.ebs_volume_performance_exceeded_iops_us,
+        ebs_volume_performance_exceeded_tp_us=out.ebs_volume_performance_exceeded_tp_us,
+        ec2_instance_ebs_performance_exceeded_iops_us=out.ec2_instance_ebs_performance_exceeded_iops_us,
+        ec2_instance_ebs_performance_exceeded_tp_us=out.ec2_instance_ebs_performance_exceeded_tp_us,
+        volume_queue_length=out.volume_queue_length,
+        read_io_latency_histogram=_histogram(out.read_hist),
+        write_io_latency_histogram=_histogram(out.write_hist),
+    )
+
+
+def _identity(out: Any) -> ControllerIdentity:
+    mapping = ffi.string(out.bdev_mapping).decode("ascii", "replace").strip()
+    if mapping.startswith("/dev/"):
+        mapping = mapping[len("/dev/") :]
+    return ControllerIdentity(
+        vid=out.vid,
+        ssvid=out.ssvid,
+        serial=ffi.string(out.serial).decode("ascii", "replace").strip(),
+        model=ffi.string(out.model).decode("ascii", "replace").strip(),
+        firmware=ffi.string(out.firmware).decode("ascii", "replace").strip(),
+        block_device_mapping=mapping or None,
+    )
+
+
+def command_error(rc: int, device: str, opcode: int, what: str) -> Exception:
+    """The exception for a failed command: negative errno or positive NVMe status."""
+    if rc < 0:
+        return error_from_errno(-rc, device, what)
+    return NvmeStatusError(device, opcode, rc, what)
+
+
+def parse_log_page(data: bytes, device: Optional[str] = None) -> EbsStats:
+    out = ffi.new("struct nvme_ebs_stats *")
+    rc = lib.nvme_ebs_decode_stats(data, len(data), out)
+    if rc != lib.NVME_EBS_OK:
+        raise _format_error(rc, out, device)
+    return _stats(out)
+
+
+def parse_identify(data: bytes, device: Optional[str] = None) -> ControllerIdentity:
+    out = ffi.new("struct nvme_ebs_identity *")
+    rc = lib.nvme_ebs_decode_identity(data, len(data), out)
+    if rc != lib.NVME_EBS_OK:
+        raise _format_error(rc, out, device)
+    return _identity(out)
+
+
+def _path_bytes(path: str) -> bytes:
+    if "\0" in path:
+        raise ValueError(f"device path contains a NUL byte: {path!r}")
+    return path.encode()
+
+
+def identify(path: str) -> ControllerIdentity:
+    page = ffi.new("uint8_t[]", PAGE_SIZE)
+    rc = lib.nvme_ebs_identify(_path_bytes(path), page)
+    if rc != 0:
+        raise command_error(rc, path, OPC_IDENTIFY, IDENTIFY_WHAT)
+    return parse_identify(ffi.buffer(page)[:], path)
+
+
+def read_stats_page(path: str) -> bytes:
+    """The raw 4096-byte statistics page, undecoded (for dumps)."""
+    page = ffi.new("uint8_t[]", PAGE_SIZE)
+    rc = lib.nvme_ebs_get_stats_page(_path_bytes(path), page)
+    if rc != 0:
+        raise command_error(rc, path, OPC_GET_LOG_PAGE, STATS_WHAT)
+    return ffi.buffer(page)[:]
+
+
+def read_stats(path: str) -> EbsStats:
+    """Reads and decodes the statistics page in one C call."""
+    page = ffi.new("uint8_t[]", PAGE_SIZE)
+    out = ffi.new("struct nvme_ebs_stats *")
+    rc = lib.nvme_ebs_read_stats(_path_bytes(path), page, out)
+    if rc == 0:
+        return _stats(out)
+    if rc >= lib.NVME_EBS_DECODE_FAILED:
+        raise _format_error(rc - lib.NVME_EBS_DECODE_FAILED, out, path)
+    raise command_error(rc, path, OPC_GET_LOG_PAGE, STATS_WHAT)

@@ -1,0 +1,28 @@
+# Types of the compiled cffi module (built from csrc/ by csrc/build_ffi.py).
+from typing import Any
+
+ffi: Any
+
+class _Lib:
+    NVME_EBS_PAGE_SIZE: int
+    NVME_EBS_MAX_BINS: int
+    NVME_EBS_MAGIC_EBS: int
+    NVME_EBS_MAGIC_INSTANCE_STORE: int
+    NVME_EBS_OPC_GET_LOG_PAGE: int
+    NVME_EBS_OPC_IDENTIFY: int
+    NVME_EBS_KIND_EBS: int
+    NVME_EBS_KIND_INSTANCE_STORE: int
+    NVME_EBS_OK: int
+    NVME_EBS_ERR_SHORT: int
+    NVME_EBS_ERR_MAGIC: int
+    NVME_EBS_ERR_NUM_BINS: int
+    NVME_EBS_ERR_BIN_RANGE: int
+    NVME_EBS_ERR_BIN_ORDER: int
+    NVME_EBS_DECODE_FAILED: int
+    def nvme_ebs_identify(self, path: bytes, page: Any) -> int: ...
+    def nvme_ebs_get_stats_page(self, path: bytes, page: Any) -> int: ...
+    def nvme_ebs_decode_stats(self, page: Any, len: int, out: Any) -> int: ...
+    def nvme_ebs_decode_identity(self, page: Any, len: int, out: Any) -> int: ...
+    def nvme_ebs_read_stats(self, path: bytes, page: Any, out: Any) -> int: ...
+
+lib: _Lib

@@ -1,0 +1,105 @@
+"""One exception hierarchy for everything nvme_ebs raises; each names the device and the cause."""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Optional
+
+_CAP_HINT = "the NVMe admin passthrough needs CAP_SYS_ADMIN: run as root or grant the capability"
+
+
+class NvmeEbsError(Exception):
+    """Base class: `device` is the path involved, when there is one."""
+
+    def __init__(self, message: str, device: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.device = device
+
+
+class DeviceOSError(NvmeEbsError, OSError):
+    """The kernel refused the open or the ioctl with an errno."""
+
+    def __init__(self, err: int, device: str, what: str, hint: str = "") -> None:
+        message = f"{device}: {what} failed: {os.strerror(err)} (errno {errno.errorcode.get(err, err)})"
+        if hint:
+            message += f"; {hint}"
+        NvmeEbsError.__init__(self, message, device)
+        self.errno = err
+        self.strerror = os.strerror(err)
+        self.filename = device
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DeviceNotFoundError(DeviceOSError, FileNotFoundError):
+    """ENOENT: the device node is not there (never was, or the volume was detached)."""
+
+
+class DevicePermissionError(DeviceOSError, PermissionError):
+    """EACCES / EPERM: not allowed to open the device or send the admin command."""
+
+    def __init__(self, err: int, device: str, what: str) -> None:
+        super().__init__(err, device, what, _CAP_HINT)
+
+
+class NotNvmeDeviceError(DeviceOSError):
+    """ENOTTY: the path is not an NVMe device node."""
+
+    def __init__(self, err: int, device: str, what: str) -> None:
+        super().__init__(err, device, what, "not an NVMe device")
+
+
+class DeviceGoneError(DeviceOSError):
+    """ENODEV / ENXIO: the device went away between open and ioctl."""
+
+
+class NvmeStatusError(NvmeEbsError):
+    """The controller completed the command with a non-zero NVMe status."""
+
+    def __init__(self, device: str, opcode: int, status: int, what: str) -> None:
+        self.opcode = opcode
+        self.status = status
+        self.sc = status & 0xFF
+        self.sct = (status >> 8) & 0x7
+        self.crd = (status >> 11) & 0x3
+        self.more = bool(status & (1 << 13))
+        self.dnr = bool(status & (1 << 14))
+        super().__init__(
+            f"{device}: {what} refused by the controller: NVMe status {status:#06x} "
+            f"(SCT {self.sct:#x}, SC {self.sc:#04x}{', DNR' if self.dnr else ''}, opcode {opcode:#04x})",
+            device,
+        )
+
+
+class NotAnEbsVolumeError(NvmeStatusError):
+    """The device refused the statistics page and its model is not an Amazon one."""
+
+    def __init__(self, device: str, opcode: int, status: int, model: str) -> None:
+        super().__init__(device, opcode, status, "statistics page (log 0xD0)")
+        self.model = model
+        self.args = (f"{device}: not an EBS or instance-store volume (model {model!r}); {self.args[0]}",)
+
+
+class PageFormatError(NvmeEbsError, ValueError):
+    """A page did not pass a decoder check; `check` names which one."""
+
+    def __init__(self, check: str, detail: str, device: Optional[str] = None) -> None:
+        prefix = f"{device}: " if device else ""
+        super().__init__(f"{prefix}malformed page: {detail}", device)
+        self.check = check
+
+
+def error_from_errno(err: int, device: str, what: str) -> DeviceOSError:
+    """The exception class that fits a (positive) errno."""
+    if err == errno.ENOENT:
+        return DeviceNotFoundError(err, device, what)
+    if err in (errno.EACCES, errno.EPERM):
+        return DevicePermissionError(err, device, what)
+    if err == errno.ENOTTY:
+        return NotNvmeDeviceError(err, device, what)
+    if err in (errno.ENODEV, errno.ENXIO):
+        return DeviceGoneError(err, device, what)
+    return DeviceOSError(err, device, what)
