@@ -1,10 +1,10 @@
 """EBS and EC2 instance-store NVMe statistics (log page 0xD0) through a small C core.
 
-    import nvme_ebs
-    for d in nvme_ebs.discover():
-        if d.kind is nvme_ebs.VolumeKind.EBS:
-            stats = nvme_ebs.open_device(d.controller_path).read_stats()
-            print(d.volume_id, stats.total_read_ops, stats.volume_queue_length)
+import nvme_ebs
+for d in nvme_ebs.discover():
+    if d.kind is nvme_ebs.VolumeKind.EBS:
+        stats = nvme_ebs.open_device(d.controller_path).read_stats()
+        print(d.volume_id, stats.total_read_ops, stats.volume_queue_length)
 """
 
 from ._native import parse_identify, parse_log_page

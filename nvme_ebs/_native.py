@@ -3,7 +3,7 @@ and its structs into the dataclasses of nvme_ebs.model."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ._nvme_ebs_c import ffi, lib
 from .errors import NvmeStatusError, PageFormatError, error_from_errno
@@ -19,7 +19,7 @@ _PAGE_KINDS = {lib.NVME_EBS_KIND_EBS: PageKind.EBS, lib.NVME_EBS_KIND_INSTANCE_S
 _HISTOGRAMS = ("read", "write")
 
 
-def _format_error(code: int, out: Any, device: Optional[str]) -> PageFormatError:
+def _format_error(code: int, out: Any, device: str | None) -> PageFormatError:
     """Names the check that failed, with the offending values."""
     if code == lib.NVME_EBS_ERR_SHORT:
         return PageFormatError("short", f"shorter than {PAGE_SIZE} bytes", device)
@@ -28,17 +28,16 @@ def _format_error(code: int, out: Any, device: Optional[str]) -> PageFormatError
     hist = out.read_hist if out.error_histogram == 0 else out.write_hist
     name = f"{_HISTOGRAMS[out.error_histogram]} latency histogram"
     if code == lib.NVME_EBS_ERR_NUM_BINS:
-        return PageFormatError(
-            "num_bins", f"{name}: num_bins {hist.num_bins} exceeds {lib.NVME_EBS_MAX_BINS}", device
-        )
+        return PageFormatError("num_bins", f"{name}: num_bins {hist.num_bins} exceeds {lib.NVME_EBS_MAX_BINS}", device)
     i = out.error_bin
     lower, upper = hist.lower_us[i], hist.upper_us[i]
     if code == lib.NVME_EBS_ERR_BIN_RANGE:
         return PageFormatError("bin_range", f"{name}: bin {i} has lower {lower} >= upper {upper}", device)
     if code == lib.NVME_EBS_ERR_BIN_ORDER:
         return PageFormatError(
-            "bin_order", f"{name}: bin {i} starts at {lower}, before bin {i - 1} ends at "
-            f"{hist.upper_us[i - 1]}", device,
+            "bin_order",
+            f"{name}: bin {i} starts at {lower}, before bin {i - 1} ends at {hist.upper_us[i - 1]}",
+            device,
         )
     return PageFormatError("unknown", f"decoder code {code}", device)
 
@@ -46,7 +45,9 @@ def _format_error(code: int, out: Any, device: Optional[str]) -> PageFormatError
 def _histogram(hist: Any) -> LatencyHistogram:
     n = hist.num_bins
     return LatencyHistogram(
-        tuple(ffi.unpack(hist.lower_us, n)), tuple(ffi.unpack(hist.upper_us, n)), tuple(ffi.unpack(hist.count, n))
+        tuple(ffi.unpack(hist.lower_us, n)),
+        tuple(ffi.unpack(hist.upper_us, n)),
+        tuple(ffi.unpack(hist.count, n)),
     )
 
 
@@ -91,7 +92,7 @@ def command_error(rc: int, device: str, opcode: int, what: str) -> Exception:
     return NvmeStatusError(device, opcode, rc, what)
 
 
-def parse_log_page(data: bytes, device: Optional[str] = None) -> EbsStats:
+def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
     out = ffi.new("struct nvme_ebs_stats *")
     rc = lib.nvme_ebs_decode_stats(data, len(data), out)
     if rc != lib.NVME_EBS_OK:
@@ -99,7 +100,7 @@ def parse_log_page(data: bytes, device: Optional[str] = None) -> EbsStats:
     return _stats(out)
 
 
-def parse_identify(data: bytes, device: Optional[str] = None) -> ControllerIdentity:
+def parse_identify(data: bytes, device: str | None = None) -> ControllerIdentity:
     out = ffi.new("struct nvme_ebs_identity *")
     rc = lib.nvme_ebs_decode_identity(data, len(data), out)
     if rc != lib.NVME_EBS_OK:
@@ -127,7 +128,7 @@ def read_stats_page(path: str) -> bytes:
     rc = lib.nvme_ebs_get_stats_page(_path_bytes(path), page)
     if rc != 0:
         raise command_error(rc, path, OPC_GET_LOG_PAGE, STATS_WHAT)
-    return ffi.buffer(page)[:]
+    return bytes(ffi.buffer(page))
 
 
 def read_stats(path: str) -> EbsStats:

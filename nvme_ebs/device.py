@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from . import _native
 from .errors import NotAnEbsVolumeError, NvmeEbsError, NvmeStatusError
 from .model import ControllerIdentity, EbsStats, VolumeKind
@@ -18,7 +16,7 @@ class Device:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._identity: Optional[ControllerIdentity] = None
+        self._identity: ControllerIdentity | None = None
 
     def __repr__(self) -> str:
         return f"Device({self.path!r})"
@@ -46,7 +44,7 @@ class Device:
         """The raw page, for dumps that `nvme_ebs.parse_log_page` or `nvme-ebs decode` read back."""
         return _native.read_stats_page(self.path)
 
-    def _model_if_not_amazon(self) -> Optional[str]:
+    def _model_if_not_amazon(self) -> str | None:
         try:
             identity = self._identity or self.identify()
         except NvmeEbsError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
 
 from .model import NvmeDevice, VolumeKind
 
@@ -36,7 +35,7 @@ def _entries(directory: Path, pattern: re.Pattern[str]) -> list[str]:
     return sorted((n for n in names if pattern.fullmatch(n)), key=_natural)
 
 
-def _subsystem_namespaces(sysfs: Path, controller: str) -> Optional[list[str]]:
+def _subsystem_namespaces(sysfs: Path, controller: str) -> list[str] | None:
     """The namespace heads of the subsystem that holds `controller`, if one does."""
     root = sysfs / "class" / "nvme-subsystem"
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Optional
 
 _CAP_HINT = "the NVMe admin passthrough needs CAP_SYS_ADMIN: run as root or grant the capability"
 
@@ -12,7 +11,7 @@ _CAP_HINT = "the NVMe admin passthrough needs CAP_SYS_ADMIN: run as root or gran
 class NvmeEbsError(Exception):
     """Base class: `device` is the path involved, when there is one."""
 
-    def __init__(self, message: str, device: Optional[str] = None) -> None:
+    def __init__(self, message: str, device: str | None = None) -> None:
         super().__init__(message)
         self.device = device
 
@@ -86,7 +85,7 @@ class NotAnEbsVolumeError(NvmeStatusError):
 class PageFormatError(NvmeEbsError, ValueError):
     """A page did not pass a decoder check; `check` names which one."""
 
-    def __init__(self, check: str, detail: str, device: Optional[str] = None) -> None:
+    def __init__(self, check: str, detail: str, device: str | None = None) -> None:
         prefix = f"{device}: " if device else ""
         super().__init__(f"{prefix}malformed page: {detail}", device)
         self.check = check

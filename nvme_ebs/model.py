@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Optional, Union, overload
+from typing import overload
 
 EBS_MODEL = "Amazon Elastic Block Store"
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
@@ -31,7 +31,7 @@ class VolumeKind(str, enum.Enum):
         return cls.OTHER
 
 
-def volume_id_from_serial(serial: str) -> Optional[str]:
+def volume_id_from_serial(serial: str) -> str | None:
     """EBS serials are the volume id without its dash: vol0123... -> vol-0123..."""
     serial = serial.strip()
     if not serial.startswith("vol") or len(serial) < 4:
@@ -65,7 +65,7 @@ class LatencyHistogram(Sequence[LatencyBin]):
     @overload
     def __getitem__(self, index: slice) -> Sequence[LatencyBin]: ...
 
-    def __getitem__(self, index: Union[int, slice]) -> Union[LatencyBin, Sequence[LatencyBin]]:
+    def __getitem__(self, index: int | slice) -> LatencyBin | Sequence[LatencyBin]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         return LatencyBin(self.lower_us[index], self.upper_us[index], self.counts[index])
@@ -116,10 +116,10 @@ class ControllerIdentity:
     serial: str
     model: str
     firmware: str
-    block_device_mapping: Optional[str]
+    block_device_mapping: str | None
 
     @property
-    def volume_id(self) -> Optional[str]:
+    def volume_id(self) -> str | None:
         return volume_id_from_serial(self.serial)
 
     @property
@@ -134,7 +134,7 @@ class NvmeDevice:
     controller: str
     controller_path: str
     namespaces: tuple[str, ...]
-    block_device: Optional[str]
+    block_device: str | None
     model: str
     serial: str
     firmware: str
@@ -142,7 +142,7 @@ class NvmeDevice:
     transport: str
 
     @property
-    def volume_id(self) -> Optional[str]:
+    def volume_id(self) -> str | None:
         return volume_id_from_serial(self.serial) if self.kind is VolumeKind.EBS else None
 
     @property

@@ -70,7 +70,7 @@ def encode_stats_page(
     page = bytearray(PAGE_SIZE)
     struct.pack_into("<II", page, 0, magic, version)
     struct.pack_into("<11Q", page, 8, *(counters.get(name, 0) for name in COUNTER_FIELDS))
-    page[READ_HISTOGRAM_OFFSET : WRITE_HISTOGRAM_OFFSET] = encode_histogram(read_bins, read_num_bins)
+    page[READ_HISTOGRAM_OFFSET:WRITE_HISTOGRAM_OFFSET] = encode_histogram(read_bins, read_num_bins)
     page[WRITE_HISTOGRAM_OFFSET : WRITE_HISTOGRAM_OFFSET + 1544] = encode_histogram(write_bins, write_num_bins)
     return bytes(page)
 
