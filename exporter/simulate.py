@@ -1,0 +1,167 @@
+"""Simulated EBS volumes for the demo and benchmarks (`ebs-exporter --simulate N`).
+
+Each volume runs a gp3- or io2-like workload whose demand swings above its IOPS and
+throughput limits now and then. It writes a real 4096-byte statistics page (the device's byte
+layout, 32-bit bin counts wrapping like the real ones) that goes through the same C decoder
+and collector as a device's answer. Deterministic for a given volume index.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable
+
+import nvme_ebs
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice, VolumeKind
+from nvme_ebs import pages as pg
+from nvme_ebs.model import EBS_MODEL
+
+U32 = 1 << 32
+MAX_STEPS = 60  # sub-steps per read: limits are judged per second, like AWS samples them
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    iops_limit: float
+    throughput_limit: float  # bytes per second
+    median_latency_us: float
+
+
+PROFILES = (
+    Profile("gp3", 3000, 125 * 2**20, 600),
+    Profile("io2", 16000, 1000 * 2**20, 250),
+)
+# The instance's own EBS limit, shared by its volumes: modelled as a rarer per-volume event.
+INSTANCE_HEADROOM = 1.35
+
+
+def _latency_weights(bounds: Sequence[tuple[int, int]], median_us: float, sigma: float = 0.8) -> list[float]:
+    """Share of I/Os per bin for a log-normal latency around `median_us`."""
+
+    def cdf(x: float) -> float:
+        if x <= 0:
+            return 0.0
+        return 0.5 * (1 + math.erf((math.log(x) - math.log(median_us)) / (sigma * math.sqrt(2))))
+
+    last = len(bounds) - 1
+    return [1.0 - cdf(lo) if i == last else cdf(hi) - cdf(lo) for i, (lo, hi) in enumerate(bounds)]
+
+
+class SimulatedVolume:
+    def __init__(self, index: int, num_bins: int = 28) -> None:
+        rng = random.Random(index)
+        self.rng = rng
+        self.profile = PROFILES[index % len(PROFILES)]
+        self.serial = f"vol{rng.getrandbits(68):017x}"
+        self.controller = f"nvme{index + 1}"
+        self.mapping = f"sd{chr(ord('f') + index % 21)}" if index < 21 else f"xvd{index}"
+        self.period = rng.uniform(120, 600)  # seconds per swing of demand
+        self.phase = rng.uniform(0, 2 * math.pi)
+        self.io_size = rng.choice((16384, 32768, 65536))
+        bounds = pg.power_of_two_bounds(num_bins)
+        self.bounds = bounds
+        self.normal = _latency_weights(bounds, self.profile.median_latency_us)
+        self.throttled = _latency_weights(bounds, self.profile.median_latency_us * 4)
+        self.counters = dict.fromkeys(pg.COUNTER_FIELDS, 0.0)
+        self.read_bins = [0.0] * num_bins
+        self.write_bins = [0.0] * num_bins
+        empty = [(lo, hi, 0) for lo, hi in bounds]
+        self.page = bytearray(pg.encode_stats_page(None, empty, empty))
+        # Whole bins are packed (bounds and count): pad bytes in a Struct would write zeros over the bounds.
+        self._bins = struct.Struct("<" + "QQI4x" * num_bins)
+        self.last: float | None = None
+        self.identity_page = pg.encode_identify(self.serial, block_device_mapping=self.mapping)
+
+    def _demand(self, t: float) -> float:
+        """Demand as a share of the IOPS limit: mostly below 1, peaks above it."""
+        swing = math.sin(2 * math.pi * t / self.period + self.phase)
+        return max(0.05, 0.55 + 0.6 * swing + self.rng.gauss(0, 0.05))
+
+    def _step(self, t: float, dt: float) -> None:
+        p = self.profile
+        c = self.counters
+        demand = self._demand(t)
+        iops = min(demand, 1.0) * p.iops_limit
+        tp_demand = demand * p.iops_limit * self.io_size
+        throttled = demand > 1.0 or tp_demand > p.throughput_limit
+        if throttled:
+            iops = min(iops, p.throughput_limit / self.io_size)
+        ops = iops * dt
+        reads, writes = ops * 0.7, ops * 0.3
+        latency = self.throttled if throttled else self.normal
+        mean_us = p.median_latency_us * (4 if throttled else 1) * 1.38  # log-normal mean, sigma 0.8
+        c["total_read_ops"] += reads
+        c["total_write_ops"] += writes
+        c["total_read_bytes"] += reads * self.io_size
+        c["total_write_bytes"] += writes * self.io_size
+        c["total_read_time_us"] += reads * mean_us
+        c["total_write_time_us"] += writes * mean_us * 1.2
+        if demand > 1.0:
+            c["ebs_volume_performance_exceeded_iops_us"] += dt * 1e6
+        if tp_demand > p.throughput_limit:
+            c["ebs_volume_performance_exceeded_tp_us"] += dt * 1e6
+        if demand > INSTANCE_HEADROOM:
+            c["ec2_instance_ebs_performance_exceeded_iops_us"] += dt * 1e6
+        if tp_demand > p.throughput_limit * INSTANCE_HEADROOM:
+            c["ec2_instance_ebs_performance_exceeded_tp_us"] += dt * 1e6
+        c["volume_queue_length"] = iops * mean_us / 1e6  # Little's law
+        for i, w in enumerate(latency):
+            self.read_bins[i] += reads * w
+            self.write_bins[i] += writes * w
+
+    def read_page(self, now: float) -> bytes:
+        if self.last is None:  # attached a while ago: start with some history
+            self.last = now - 3600
+        dt = now - self.last
+        steps = max(1, min(MAX_STEPS, math.ceil(dt)))
+        for k in range(steps):
+            self._step(self.last + dt * (k + 1) / steps, dt / steps)
+        self.last = now
+        values = [int(self.counters[name]) for name in pg.COUNTER_FIELDS]
+        struct.pack_into("<11Q", self.page, 8, *values)
+        self._bins.pack_into(self.page, pg.READ_HISTOGRAM_OFFSET + 8, *self._flat_bins(self.read_bins))
+        self._bins.pack_into(self.page, pg.WRITE_HISTOGRAM_OFFSET + 8, *self._flat_bins(self.write_bins))
+        return bytes(self.page)
+
+    def _flat_bins(self, counts: list[float]) -> list[int]:
+        # 32-bit counts wrap, as on a real device.
+        return [v for (lo, hi), n in zip(self.bounds, counts) for v in (lo, hi, int(n) % U32)]
+
+    def device(self) -> NvmeDevice:
+        return NvmeDevice(
+            controller=self.controller,
+            controller_path=f"simulated:{self.controller}",
+            namespaces=(f"{self.controller}n1",),
+            block_device=None,
+            model=EBS_MODEL,
+            serial=self.serial,
+            firmware="2.0",
+            kind=VolumeKind.EBS,
+            transport="simulated",
+        )
+
+
+class SimulatedSource:
+    """A Source of N simulated volumes; pages are decoded by the C decoder like a device's."""
+
+    parallel_reads = False  # pure Python: threads would only add overhead
+
+    def __init__(self, count: int, num_bins: int = 28, clock: Callable[[], float] = time.time) -> None:
+        self.volumes = {v.controller: v for v in (SimulatedVolume(i, num_bins) for i in range(count))}
+        self.clock = clock
+
+    def discover(self) -> list[NvmeDevice]:
+        return [v.device() for v in self.volumes.values()]
+
+    def read_stats(self, device: NvmeDevice) -> EbsStats:
+        volume = self.volumes[device.controller]
+        return nvme_ebs.parse_log_page(volume.read_page(self.clock()), device.controller_path)
+
+    def identify(self, device: NvmeDevice) -> ControllerIdentity:
+        return nvme_ebs.parse_identify(self.volumes[device.controller].identity_page, device.controller_path)

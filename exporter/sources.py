@@ -1,0 +1,47 @@
+"""Where volumes come from: the host's sysfs and device nodes, or the simulator.
+
+A source finds devices (cheap, every scrape) and reads them (one admin command each).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import nvme_ebs
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice
+
+
+class Source(Protocol):
+    # True when reads block outside the GIL (ioctls) and gain from running side by side.
+    parallel_reads: bool
+
+    def discover(self) -> list[NvmeDevice]: ...
+
+    def read_stats(self, device: NvmeDevice) -> EbsStats: ...
+
+    def identify(self, device: NvmeDevice) -> ControllerIdentity: ...
+
+
+def ioctl_path(device: NvmeDevice) -> str:
+    """The node the admin commands go to: the controller's character device, which every
+    layout has (the namespace node of a multipath head may sit elsewhere)."""
+    return device.controller_path
+
+
+class HostSource:
+    """Real devices: discovery through sysfs, statistics through the NVMe admin ioctl."""
+
+    parallel_reads = True
+
+    def __init__(self, sysfs: str = "/sys", dev: str = "/dev") -> None:
+        self.sysfs = sysfs
+        self.dev = dev
+
+    def discover(self) -> list[NvmeDevice]:
+        return nvme_ebs.discover(self.sysfs, self.dev)
+
+    def read_stats(self, device: NvmeDevice) -> EbsStats:
+        return nvme_ebs.open_device(ioctl_path(device)).read_stats()
+
+    def identify(self, device: NvmeDevice) -> ControllerIdentity:
+        return nvme_ebs.open_device(ioctl_path(device)).identify()
