@@ -61,10 +61,8 @@ class App:
         openmetrics = content_type.startswith(OPENMETRICS)
         ours = render(self.collector.collect(), openmetrics, self.version)
         theirs = encoder(self.registry).decode()
-        if openmetrics:  # one "# EOF" at the very end
-            text = theirs.removesuffix("# EOF\n") + ours + "# EOF\n"
-        else:
-            text = theirs + ours
+        # OpenMetrics ends with a single "# EOF": move prometheus_client's to the very end.
+        text = theirs.removesuffix("# EOF\n") + ours + "# EOF\n" if openmetrics else theirs + ours
         body = text.encode()
         headers = {}
         if _accepts_gzip(request.headers.get("accept-encoding", "")):
