@@ -22,8 +22,15 @@ class FakeVolume:
     def device(self) -> NvmeDevice:
         model = {VolumeKind.EBS: EBS_MODEL, VolumeKind.INSTANCE_STORE: INSTANCE_STORE_MODEL}.get(self.kind, "Other")
         return NvmeDevice(
-            self.controller, f"mem:{self.controller}", (f"{self.controller}n1",), None,
-            model, self.serial, "1.0", self.kind, "pcie",
+            self.controller,
+            f"mem:{self.controller}",
+            (f"{self.controller}n1",),
+            None,
+            model,
+            self.serial,
+            "1.0",
+            self.kind,
+            "pcie",
         )
 
 
@@ -33,8 +40,14 @@ class PageSource:
     parallel_reads: bool = False
     reads: int = 0
 
-    def add(self, controller: str, serial: str, page: Union[bytes, Exception], kind: VolumeKind = VolumeKind.EBS,
-            mapping: str = "sdf") -> FakeVolume:
+    def add(
+        self,
+        controller: str,
+        serial: str,
+        page: Union[bytes, Exception],
+        kind: VolumeKind = VolumeKind.EBS,
+        mapping: str = "sdf",
+    ) -> FakeVolume:
         volume = FakeVolume(controller, serial, kind, page, mapping)
         self.volumes.append(volume)
         return volume
@@ -60,7 +73,9 @@ class PageSource:
 
 
 def histogram_bins(num_bins: int, seed: int = 1, open_last: bool = True) -> list[tuple[int, int, int]]:
-    return [(lo, hi, (i * 7919 + seed) % 100_000) for i, (lo, hi) in enumerate(pg.power_of_two_bounds(num_bins, open_last))]
+    return [
+        (lo, hi, (i * 7919 + seed) % 100_000) for i, (lo, hi) in enumerate(pg.power_of_two_bounds(num_bins, open_last))
+    ]
 
 
 def stats_page(seed: int = 1, num_bins: int = 28, magic: int = pg.MAGIC_EBS, open_last: bool = True) -> bytes:

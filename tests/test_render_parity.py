@@ -51,8 +51,16 @@ def test_text_format_matches_prometheus_client(num_bins: int) -> None:
     theirs = _families(text_parse(text_latest(_registry(snapshot)).decode()))
     assert ours == theirs
     # and it is not trivially equal: every kind of family is there
-    assert {"ebs_read_ops", "ec2_instance_store_read_ops", "ebs_read_io_latency_seconds", "ebs_volume_info",
-            "ebs_device_up", "ebs_device_errors", "ebs_devices", "ebs_exporter_build_info"} <= set(ours)
+    assert {
+        "ebs_read_ops",
+        "ec2_instance_store_read_ops",
+        "ebs_read_io_latency_seconds",
+        "ebs_volume_info",
+        "ebs_device_up",
+        "ebs_device_errors",
+        "ebs_devices",
+        "ebs_exporter_build_info",
+    } <= set(ours)
     assert len(ours["ebs_read_io_latency_seconds"][2]) > 4 * num_bins
 
 
