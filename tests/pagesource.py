@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 import nvme_ebs
 from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice, VolumeKind
@@ -16,7 +15,7 @@ class FakeVolume:
     controller: str
     serial: str
     kind: VolumeKind = VolumeKind.EBS
-    page: Union[bytes, Exception] = b""
+    page: bytes | Exception = b""
     mapping: str = "sdf"
 
     def device(self) -> NvmeDevice:
@@ -44,7 +43,7 @@ class PageSource:
         self,
         controller: str,
         serial: str,
-        page: Union[bytes, Exception],
+        page: bytes | Exception,
         kind: VolumeKind = VolumeKind.EBS,
         mapping: str = "sdf",
     ) -> FakeVolume:
@@ -52,7 +51,7 @@ class PageSource:
         self.volumes.append(volume)
         return volume
 
-    def find(self, controller: str) -> Optional[FakeVolume]:
+    def find(self, controller: str) -> FakeVolume | None:
         return next((v for v in self.volumes if v.controller == controller), None)
 
     def discover(self) -> list[NvmeDevice]:
