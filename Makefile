@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 IMG ?= quay.io/openshift-sre/ebs-metrics-exporter:latest
 CONTAINER_ENGINE ?= docker
+KUBECTL ?= kubectl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -26,7 +27,7 @@ test: venv ## run the whole test suite (QEMU tests included when QEMU is present
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-kernel: venv ## only the tests against a real Linux NVMe driver under QEMU
-	$(PY) -m pytest -m kernel $(PYTEST_ARGS)
+	$(PY) -m pytest -m kernel tests/test_kernel.py $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict and the C compiler's warnings
 	$(VENV)/bin/ruff check .
@@ -39,6 +40,12 @@ demo: venv ## serve 3 simulated volumes on :8090 (no EBS needed)
 
 run: venv ## run against this EC2 node's real volumes (needs root)
 	$(VENV)/bin/ebs-exporter
+
+deploy: ## apply deploy/ to the current cluster with image IMG
+	for f in deploy/*.yaml; do sed 's#REPLACE_IMAGE#$(IMG)#' "$$f"; echo '---'; done | $(KUBECTL) apply -f -
+
+undeploy: ## delete what deploy/ created
+	$(KUBECTL) delete --ignore-not-found -f deploy/
 
 clean: ## remove build outputs and the virtualenv
 	rm -rf $(VENV) build dist wheelhouse *.egg-info nvme_ebs/*.so .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -94,12 +94,13 @@ def _volume_families(out: list[str], samples: list[VolumeSample], openmetrics: b
 def info_labels(state: VolumeState) -> dict[str, str]:
     identity = state.identity
     device = state.device
+    # Identify's answer when there is one; sysfs (read without privilege) until then.
     return {
         "volume_id": state.volume_id,
         "device": state.name,
         "block_device_mapping": (identity.block_device_mapping if identity else None) or "",
-        "model": device.model,
-        "firmware": device.firmware,
+        "model": identity.model if identity else device.model,
+        "firmware": identity.firmware if identity else device.firmware,
         "kind": device.kind.value,
         "serial": state.serial,
     }

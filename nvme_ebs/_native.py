@@ -94,7 +94,7 @@ def command_error(rc: int, device: str, opcode: int, what: str) -> Exception:
 
 def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
     out = ffi.new("struct nvme_ebs_stats *")
-    rc = lib.nvme_ebs_decode_stats(data, len(data), out)
+    rc = lib.nvme_ebs_decode_stats(ffi.from_buffer(data), len(data), out)
     if rc != lib.NVME_EBS_OK:
         raise _format_error(rc, out, device)
     return _stats(out)
@@ -102,7 +102,7 @@ def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
 
 def parse_identify(data: bytes, device: str | None = None) -> ControllerIdentity:
     out = ffi.new("struct nvme_ebs_identity *")
-    rc = lib.nvme_ebs_decode_identity(data, len(data), out)
+    rc = lib.nvme_ebs_decode_identity(ffi.from_buffer(data), len(data), out)
     if rc != lib.NVME_EBS_OK:
         raise _format_error(rc, out, device)
     return _identity(out)

@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (NvmeEbsError, OSError) as e:
+    except (NvmeEbsError, OSError, ValueError) as e:
         print(f"nvme-ebs: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

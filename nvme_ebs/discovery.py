@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from .model import NvmeDevice, VolumeKind
 
-_CONTROLLER = re.compile(r"nvme(\d+)")
-_NAMESPACE = re.compile(r"nvme(\d+)n(\d+)")
+_CONTROLLER = re.compile(r"nvme([0-9]+)")
+_NAMESPACE = re.compile(r"nvme([0-9]+)n([0-9]+)")
 # Native multipath: the controller holds hidden per-path nodes nvme<subsys>c<ctrl>n<ns>.
-_PATH_NAMESPACE = re.compile(r"nvme(\d+)c\d+n(\d+)")
+_PATH_NAMESPACE = re.compile(r"nvme([0-9]+)c[0-9]+n([0-9]+)")
 _ATTR_LIMIT = 256
 
 
 def _read_attr(directory: Path, name: str) -> str:
+    """A short attribute file; anything but a regular file (a FIFO in a crafted tree) reads as empty."""
     try:
-        with open(directory / name, "rb") as f:
-            return f.read(_ATTR_LIMIT).decode("ascii", "replace").strip()
+        fd = os.open(directory / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, _ATTR_LIMIT).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _natural(name: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", name))
+    return tuple(int(n) for n in re.findall(r"[0-9]+", name))
 
 
 def _entries(directory: Path, pattern: re.Pattern[str]) -> list[str]:

@@ -61,8 +61,12 @@ def run_client(preload: Path, fake: FakeNvme, body: str, *, root: bool = True) -
     """Run body under the preload; it sets `out`, which comes back through JSON."""
     code = PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=client_env(preload, fake, root=root),
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", code],
+        env=client_env(preload, fake, root=root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -89,25 +93,31 @@ def fake(tmp_path: Path) -> FakeNvme:
 
 
 def test_identify_and_log_page_answers(preload: Path, fake: FakeNvme) -> None:
-    ident, log = run_client(preload, fake, f"""
+    ident, log = run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme1")
         out = [call(dev, **{IDENTIFY}, result=0xFFFFFFFF), call(dev, **{LOG_D0})]
-    """)
+    """,
+    )
     assert (ident["ret"], ident["result"]) == (0, 0)
     assert bytes.fromhex(ident["data"]) == IDENT + bytes(4096 - len(IDENT))  # zero-filled
     assert log["ret"] == 0 and bytes.fromhex(log["data"]) == PAGE
     assert guard_ok(ident) and guard_ok(log)
 
 
-def test_answers_change_between_calls_of_a_running_process(
-    preload: Path, fake: FakeNvme
-) -> None:
-    first, second = run_client(preload, fake, f"""
+def test_answers_change_between_calls_of_a_running_process(preload: Path, fake: FakeNvme) -> None:
+    first, second = run_client(
+        preload,
+        fake,
+        f"""
         fd = os.open(fake.dev_path("nvme1"), os.O_RDONLY)
         a = res(admin_cmd(fd, **{LOG_D0}))
         fake.set_log_page("nvme1", b"\\x10\\xb5\\x23\\x3c" + bytes(8))
         out = [a, res(admin_cmd(fd, **{LOG_D0}))]
-    """)
+    """,
+    )
     assert bytes.fromhex(first["data"]) == PAGE
     assert bytes.fromhex(second["data"]) == b"\x10\xb5\x23\x3c" + bytes(4092)
 
@@ -130,30 +140,40 @@ def test_status_in_hex_or_decimal(preload: Path, fake: FakeNvme, text: str) -> N
 
 def test_fail_status_helper_then_recovery(preload: Path, fake: FakeNvme) -> None:
     fake.fail_status("nvme1", 0x2109)
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme1")
         a = call(dev, **{LOG_D0})
         fake.fail_status("nvme1", None)
         out = [a, call(dev, **{LOG_D0})]
-    """)
+    """,
+    )
     assert [r["ret"] for r in out] == [0x2109, 0]
 
 
 def test_eintr_counts_down(preload: Path, fake: FakeNvme) -> None:
     fake.set_eintr("nvme1", 2)
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         out = [call(fake.dev_path("nvme1"), **{LOG_D0}) for _ in range(3)]
-    """)
+    """,
+    )
     assert [(r["ret"], r["errno"]) for r in out] == [(-1, 4), (-1, 4), (0, 0)]
     assert bytes.fromhex(out[2]["data"]) == PAGE
     assert (fake.ctl_dir("nvme1") / "eintr").read_text().strip() == "0"
     assert len(fake.commands("nvme1")) == 3
 
 
-
 def test_eintr_countdown_is_exact_across_threads(preload: Path, fake: FakeNvme) -> None:
     fake.set_eintr("nvme1", 100)
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         import threading
         rets = []
         def worker():
@@ -164,15 +184,20 @@ def test_eintr_countdown_is_exact_across_threads(preload: Path, fake: FakeNvme) 
         for t in threads: t.start()
         for t in threads: t.join()
         out = rets
-    """)
+    """,
+    )
     assert sorted(out) == [-1] * 100 + [0] * 100  # each EINTR taken exactly once
+
 
 def test_delay_holds_the_call_until_released(preload: Path, fake: FakeNvme) -> None:
     fake.set_delay_ms("nvme1", 600_000)
     code = PRELUDE + f"print(json.dumps(call(fake.dev_path('nvme1'), **{IDENTIFY})))"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code], env=client_env(preload, fake),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code],
+        env=client_env(preload, fake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60  # a guard against hanging, not an assertion
@@ -204,9 +229,7 @@ def test_delay_holds_the_call_until_released(preload: Path, fake: FakeNvme) -> N
         {"opcode": 0x02, "nsid": 1, "cdw10": 0x03FF00D0, "data_len": 512},
     ],
 )
-def test_other_commands_answer_invalid_field(
-    preload: Path, fake: FakeNvme, cmd: dict[str, int]
-) -> None:
+def test_other_commands_answer_invalid_field(preload: Path, fake: FakeNvme, cmd: dict[str, int]) -> None:
     (r,) = run_client(preload, fake, f"out = [call(fake.dev_path('nvme1'), **{cmd})]")
     assert r["ret"] == INVALID_FIELD
     assert untouched(r, cmd.get("data_len", 4096)) and guard_ok(r)
@@ -216,19 +239,27 @@ def test_other_commands_answer_invalid_field(
 
 def test_missing_answer_file_is_invalid_field(preload: Path, fake: FakeNvme) -> None:
     fake.add("nvme2", IDENT, None)
-    ident, log = run_client(preload, fake, f"""
+    ident, log = run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme2")
         out = [call(dev, **{IDENTIFY}), call(dev, **{LOG_D0})]
-    """)
+    """,
+    )
     assert (ident["ret"], log["ret"]) == (0, INVALID_FIELD)
 
 
 def test_short_log_read_with_offset_stops_at_data_len(preload: Path, fake: FakeNvme) -> None:
     # 100 bytes (NUMD 24) from byte 512 (LPO): nothing may land past byte 100.
-    (r,) = run_client(preload, fake, """
+    (r,) = run_client(
+        preload,
+        fake,
+        """
         out = [call(fake.dev_path("nvme1"), opcode=2, nsid=1, cdw10=(24 << 16) | 0xD0,
                     cdw12=512, data_len=100)]
-    """)
+    """,
+    )
     assert r["ret"] == 0 and bytes.fromhex(r["data"]) == PAGE[512:612] and guard_ok(r)
 
 
@@ -239,28 +270,65 @@ def test_answer_file_longer_than_buffer_is_cut(preload: Path, fake: FakeNvme) ->
 
 
 def test_commands_log_records_each_field(preload: Path, fake: FakeNvme) -> None:
-    run_client(preload, fake, f"""
+    run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme1")
         out = [call(dev, **{LOG_D0}, cdw11=0, cdw14=7, cdw15=9, timeout_ms=2000),
                call(dev, os.O_RDWR, **{IDENTIFY}, metadata_len=16),
                call(dev, os.O_WRONLY, opcode=0x06, cdw10=1, data_len=0, with_buffer=False)]
-    """)
+    """,
+    )
     common = {"flags": 0, "cdw11": 0, "cdw12": 0, "cdw13": 0, "timeout_ms": 0}
     assert fake.commands("nvme1") == [
-        {**common, "opcode": 2, "nsid": 1, "cdw10": 0x03FF00D0, "cdw14": 7, "cdw15": 9,
-         "data_len": 4096, "metadata_len": 0, "addr": 1, "timeout_ms": 2000,
-         "access": "rdonly"},
-        {**common, "opcode": 6, "nsid": 0, "cdw10": 1, "cdw14": 0, "cdw15": 0,
-         "data_len": 4096, "metadata_len": 16, "addr": 1, "access": "rdwr"},
-        {**common, "opcode": 6, "nsid": 0, "cdw10": 1, "cdw14": 0, "cdw15": 0,
-         "data_len": 0, "metadata_len": 0, "addr": 0, "access": "wronly"},
+        {
+            **common,
+            "opcode": 2,
+            "nsid": 1,
+            "cdw10": 0x03FF00D0,
+            "cdw14": 7,
+            "cdw15": 9,
+            "data_len": 4096,
+            "metadata_len": 0,
+            "addr": 1,
+            "timeout_ms": 2000,
+            "access": "rdonly",
+        },
+        {
+            **common,
+            "opcode": 6,
+            "nsid": 0,
+            "cdw10": 1,
+            "cdw14": 0,
+            "cdw15": 0,
+            "data_len": 4096,
+            "metadata_len": 16,
+            "addr": 1,
+            "access": "rdwr",
+        },
+        {
+            **common,
+            "opcode": 6,
+            "nsid": 0,
+            "cdw10": 1,
+            "cdw14": 0,
+            "cdw15": 0,
+            "data_len": 0,
+            "metadata_len": 0,
+            "addr": 0,
+            "access": "wronly",
+        },
     ]
     fake.clear_commands("nvme1")
     assert fake.commands("nvme1") == []
 
 
 def test_concurrent_commands_log_whole_lines(preload: Path, fake: FakeNvme) -> None:
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         import threading
         rets = []
         def worker():
@@ -271,7 +339,8 @@ def test_concurrent_commands_log_whole_lines(preload: Path, fake: FakeNvme) -> N
         for t in threads: t.start()
         for t in threads: t.join()
         out = rets
-    """)
+    """,
+    )
     assert out == [0] * 400
     logged = fake.commands("nvme1")
     assert len(logged) == 400
@@ -279,10 +348,14 @@ def test_concurrent_commands_log_whole_lines(preload: Path, fake: FakeNvme) -> N
 
 
 def test_kernel_checks(preload: Path, fake: FakeNvme) -> None:
-    flags, no_buffer = run_client(preload, fake, f"""
+    flags, no_buffer = run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme1")
         out = [call(dev, **{IDENTIFY}, flags=1), call(dev, **{IDENTIFY}, with_buffer=False)]
-    """)
+    """,
+    )
     assert (flags["ret"], flags["errno"]) == (-1, 22)  # EINVAL: flags are refused
     assert (no_buffer["ret"], no_buffer["errno"]) == (-1, 14)  # EFAULT
 
@@ -300,7 +373,10 @@ def test_node_without_ctl_dir_is_not_nvme(preload: Path, fake: FakeNvme) -> None
 
 
 def test_removed_node(preload: Path, fake: FakeNvme) -> None:
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         dev = fake.dev_path("nvme1")
         fd = os.open(dev, os.O_RDONLY)
         fake.remove("nvme1")
@@ -312,7 +388,8 @@ def test_removed_node(preload: Path, fake: FakeNvme) -> None:
             reopen = "ENOENT"
         fake.add("nvme1", b"new volume", None)  # a new volume under the old name
         out = [gone, reopen, res(admin_cmd(fd, **{IDENTIFY})), call(dev, **{IDENTIFY})]
-    """)
+    """,
+    )
     gone, reopen, stale, fresh = out
     assert (gone["ret"], gone["errno"], reopen) == (-1, 19, "ENOENT")
     assert (stale["ret"], stale["errno"]) == (-1, 19)  # the old fd stays dead
@@ -320,18 +397,17 @@ def test_removed_node(preload: Path, fake: FakeNvme) -> None:
 
 
 def test_inert_without_fakenvme_root(preload: Path, fake: FakeNvme) -> None:
-    (r,) = run_client(
-        preload, fake, f"out = [call(fake.dev_path('nvme1'), **{IDENTIFY})]", root=False
-    )
+    (r,) = run_client(preload, fake, f"out = [call(fake.dev_path('nvme1'), **{IDENTIFY})]", root=False)
     assert (r["ret"], r["errno"]) == (-1, 25)  # the real ioctl: ENOTTY
     assert untouched(r) and fake.commands("nvme1") == []
 
 
-def test_other_fds_and_requests_reach_the_real_ioctl(
-    preload: Path, fake: FakeNvme, tmp_path: Path
-) -> None:
+def test_other_fds_and_requests_reach_the_real_ioctl(preload: Path, fake: FakeNvme, tmp_path: Path) -> None:
     (tmp_path / "plain").write_bytes(b"x")
-    out = run_client(preload, fake, f"""
+    out = run_client(
+        preload,
+        fake,
+        f"""
         import fcntl, termios, array
         r, w = os.pipe()
         os.write(w, b"hello")
@@ -344,7 +420,8 @@ def test_other_fds_and_requests_reach_the_real_ioctl(
         except OSError as e:
             nsid = e.errno
         out = [n[0], call({str(tmp_path / "plain")!r}, **{IDENTIFY}), nsid]
-    """)
+    """,
+    )
     fionread, plain, nsid = out
     assert fionread == 5
     assert (plain["ret"], plain["errno"]) == (-1, 25) and untouched(plain)
@@ -358,7 +435,6 @@ def test_add_makes_a_device_node(fake: FakeNvme) -> None:
     assert fake.env() == {"FAKENVME_ROOT": str(fake.root)}
 
 
-
 def test_add_falls_back_to_a_plain_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object) -> None:
         raise PermissionError(1, "Operation not permitted")
@@ -367,10 +443,13 @@ def test_add_falls_back_to_a_plain_file(tmp_path: Path, monkeypatch: pytest.Monk
     path = FakeNvme(tmp_path).add("nvme0", IDENT, None)
     assert path.is_file() and path.stat().st_size == 0
 
+
 def test_source_compiles_without_warnings(tmp_path: Path) -> None:
     proc = subprocess.run(
         ["cc", *CFLAGS, "-Werror", "-o", str(tmp_path / "x.so"), str(SOURCE), "-ldl"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert (proc.returncode, proc.stderr) == (0, "")
 
@@ -399,8 +478,12 @@ def test_ensure_preloaded_reexecs(tmp_path: Path, no_reexec: bool, mapped: str) 
     env = reexec_env() | ({"FAKENVME_NO_REEXEC": "1"} if no_reexec else {})
     code = f"import fakenvme, pathlib; fakenvme.ensure_preloaded(pathlib.Path({str(tmp_path)!r}))\n"
     proc = subprocess.run(
-        [sys.executable, "-c", code + PROBE], env=env,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-c", code + PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert (proc.returncode, proc.stdout.strip()) == (0, mapped), proc.stderr
 
@@ -415,11 +498,14 @@ def test_ensure_preloaded_in_a_pytest_run(tmp_path: Path, where: str) -> None:
     )
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        env=reexec_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=reexec_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         check=False,
     )
     if where == "import":  # conftest import runs under capture: refused, with a hint
         assert proc.returncode != 0 and "pytest_configure" in proc.stdout + proc.stderr
     else:  # the re-exec'd run reports to the terminal the user is watching
         assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
-

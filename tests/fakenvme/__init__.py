@@ -232,8 +232,9 @@ _ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
 _ioctl.restype = ctypes.c_int
 
 
-def admin_cmd(fd: int, opcode: int, *, data_len: int = 4096, guard: int = 64,
-              with_buffer: bool = True, **fields: int) -> AdminResult:
+def admin_cmd(
+    fd: int, opcode: int, *, data_len: int = 4096, guard: int = 64, with_buffer: bool = True, **fields: int
+) -> AdminResult:
     """Issue NVME_IOCTL_ADMIN_CMD through libc's ioctl (so LD_PRELOAD sees it)."""
     buf = ctypes.create_string_buffer(bytes([GUARD_BYTE]) * (data_len + guard))
     cmd = PassthruCmd(opcode=opcode, data_len=data_len, **fields)
@@ -243,4 +244,4 @@ def admin_cmd(fd: int, opcode: int, *, data_len: int = 4096, guard: int = 64,
     ret = _ioctl(fd, NVME_IOCTL_ADMIN_CMD, ctypes.byref(cmd))
     err = ctypes.get_errno() if ret == -1 else 0
     raw = buf.raw
-    return AdminResult(ret, err, raw[:data_len], raw[data_len:data_len + guard], cmd.result)
+    return AdminResult(ret, err, raw[:data_len], raw[data_len : data_len + guard], cmd.result)

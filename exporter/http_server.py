@@ -1,0 +1,626 @@
+"""A small HTTP/1.1 server for the exporter: asyncio streams, bounded everywhere, optional TLS.
+
+Why not `prometheus_client.start_http_server`: it starts a thread per connection without bound
+and, with TLS, performs the handshake inside its accept loop, so one client that never sends a
+ClientHello stops every HTTPS scrape. Here one event loop (in its own thread) owns every socket:
+
+- connections are accepted by our own loop and counted *before* any TLS work; above
+  `max_connections` a new connection is closed at once;
+- the TLS handshake runs per connection with a timeout, so a silent client costs only itself;
+- a request head must arrive within `header_timeout` and fit in `max_header_bytes`
+  (slowloris clients are closed and never hold a worker thread);
+- the handler is blocking (it reads devices): at most `max_concurrent_requests` calls run at
+  once, in a thread pool of that size; the others wait on a semaphore in the loop;
+- the certificate files are re-read when they change; a broken new pair keeps the old one.
+
+Only GET and HEAD are served and request bodies are refused: an exporter has nothing to post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import http
+import logging
+import os
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+log = logging.getLogger("exporter.http")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
+_DIGITS = re.compile(r"[0-9]+")
+_HEAD_END = b"\r\n\r\n"
+
+# Header fields the server owns: a handler may not set them through Response.headers.
+_RESERVED = frozenset({"content-length", "content-type", "connection", "keep-alive", "transfer-encoding", "date"})
+_ALLOWED_METHODS = ("GET", "HEAD")
+
+_CLOSE_TIMEOUT = 5.0  # seconds granted to an orderly close (TLS close_notify) before aborting
+_LINGER_SECONDS = 2.0  # after an error response: read and discard what the client still sends...
+_LINGER_BYTES = 1 << 20  # ...up to this much, so that our answer is not lost to a TCP reset
+_ACCEPT_PAUSE = 0.5  # after accept() failed for lack of descriptors or memory
+_LIMIT_WARNING_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request head. `path` and `query` are as sent (not percent-decoded); header names are
+    lower-case, repeated fields joined with ", "."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a handler returns. The server adds Date, Content-Length and Connection itself."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, int) or not 200 <= self.status <= 599:
+            raise ValueError(f"HTTP status must be an integer in 200..599, got {self.status!r}")
+        if not isinstance(self.body, bytes):
+            raise TypeError(f"response body must be bytes, got {type(self.body).__name__}")
+        _check_field_value("Content-Type", self.content_type)
+        for name, value in self.headers.items():
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in _RESERVED:
+                raise ValueError(f"header {name!r} is set by the server")
+            _check_field_value(name, value)
+
+
+def _check_field_value(name: str, value: object) -> None:
+    if not isinstance(value, str) or _BAD_VALUE.search(value) or not value.isascii():
+        raise ValueError(f"invalid value for header {name!r}: {value!r}")
+
+
+Handler = Callable[[Request], Response]
+"""Blocking: called in a worker thread, never on the event loop."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Certificate and key (PEM); with `client_ca_file`, client certificates signed by that CA are
+    verified when presented, and required when `client_auth` is true. The files are checked for
+    changes at most every `reload_interval` seconds, when a connection arrives."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_auth: bool = False
+    reload_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.client_auth and not self.client_ca_file:
+            raise ValueError("client_auth needs client_ca_file (the CA that signs client certificates)")
+        if self.reload_interval < 0:
+            raise ValueError("reload_interval must not be negative")
+
+
+def build_ssl_context(config: TlsConfig) -> ssl.SSLContext:
+    """A server context for `config` (TLS 1.2 or newer). Raises OSError (ssl.SSLError,
+    FileNotFoundError ...) when the files cannot be loaded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.load_cert_chain(config.cert_file, config.key_file)
+    if config.client_ca_file:
+        ctx.load_verify_locations(cafile=config.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED if config.client_auth else ssl.CERT_OPTIONAL
+    return ctx
+
+
+_Signature = tuple[tuple[int, int, int, int], ...]
+
+
+class _TlsContexts:
+    """The newest good context for a TlsConfig, rebuilt when the files' identity changes."""
+
+    def __init__(self, config: TlsConfig) -> None:
+        self._config = config
+        self._paths = [p for p in (config.cert_file, config.key_file, config.client_ca_file) if p]
+        self._signature = self._stat()
+        self._context = build_ssl_context(config)
+        self._rejected: _Signature | None = None
+        self._next_check = time.monotonic() + config.reload_interval
+
+    def _stat(self) -> _Signature:
+        out = []
+        for path in self._paths:
+            st = os.stat(path)
+            out.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def current(self) -> ssl.SSLContext:
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._context
+        self._next_check = now + self._config.reload_interval
+        try:
+            signature = self._stat()
+        except OSError as exc:
+            if self._rejected != ():
+                log.error("TLS files unreadable, keeping the current certificate: %s", exc)
+                self._rejected = ()
+            return self._context
+        if signature in (self._signature, self._rejected):
+            return self._context
+        try:
+            context = build_ssl_context(self._config)
+        except (OSError, ValueError) as exc:
+            log.error("new TLS certificate or key rejected, keeping the current one: %s", exc)
+            self._rejected = signature
+            return self._context
+        log.info("TLS certificate reloaded from %s", self._config.cert_file)
+        self._context, self._signature, self._rejected = context, signature, None
+        return context
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Head:
+    request: Request
+    http10: bool
+    keep_alive: bool
+    has_body: bool
+
+
+def parse_head(head: bytes) -> _Head:
+    """Parse a request head (request line and header fields, ending with an empty line).
+
+    Raises _HttpError(400 or 505) for anything malformed: bare CR or LF, folded lines, bad
+    tokens, a missing or repeated Host on HTTP/1.1, an invalid Content-Length."""
+    text = head.lstrip(b"\r\n").decode("latin-1")
+    if not text.endswith("\r\n\r\n") or len(text) == 4:
+        raise _HttpError(400, "empty or unterminated request head")
+    lines = text[:-4].split("\r\n")
+    if any("\r" in line or "\n" in line for line in lines):
+        raise _HttpError(400, "bare CR or LF in the request head")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise _HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise _HttpError(400, "malformed method")
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise _HttpError(400, "malformed HTTP version")
+    if match.group(1) != "1":
+        raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+    http10 = match.group(2) == "0"
+    if not _TARGET.fullmatch(target):
+        raise _HttpError(400, "malformed request target")
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+    elif target == "*":
+        path, query = target, ""
+    else:
+        split = urlsplit(target)
+        if split.scheme not in ("http", "https") or not split.netloc:
+            raise _HttpError(400, "malformed request target")
+        path, query = split.path or "/", split.query
+
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.fullmatch(name):  # also refuses obs-fold and "name :"
+            raise _HttpError(400, "malformed header field")
+        value = value.strip(" \t")
+        if _BAD_VALUE.search(value):
+            raise _HttpError(400, "control character in a header field")
+        key = name.lower()
+        if key in headers:
+            if key in ("host", "content-length"):
+                raise _HttpError(400, f"repeated {key} header")
+            headers[key] = f"{headers[key]}, {value}"
+        else:
+            headers[key] = value
+    if not http10 and "host" not in headers:
+        raise _HttpError(400, "HTTP/1.1 request without Host")
+
+    length = headers.get("content-length")
+    if length is not None and not _DIGITS.fullmatch(length):
+        raise _HttpError(400, "invalid Content-Length")
+    has_body = "transfer-encoding" in headers or (length is not None and int(length) > 0)
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
+    request = Request(method, path, query, MappingProxyType(headers))
+    return _Head(request, http10, keep_alive, has_body)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
+def encode_response(response: Response, *, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
+    """The bytes on the wire: status line, header fields, and the body unless `head_only`."""
+    lines = [
+        f"HTTP/1.1 {response.status} {_reason(response.status)}",
+        f"Date: {_http_date()}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(response.body)}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in response.headers.items())
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return head if head_only else head + response.body
+
+
+def _error(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, text.encode() + b"\n", headers=headers or {})
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for host:port; "" and "::" listen on IPv6 and IPv4 when possible."""
+    host = host.strip("[]")
+    backlog = 1024
+    if host in ("", "::"):
+        if socket.has_dualstack_ipv6():
+            return [socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog, dualstack_ipv6=True)]
+        if host == "::":
+            return [socket.create_server(("::", port), family=socket.AF_INET6, backlog=backlog)]
+        host = "0.0.0.0"
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, _, _, _, sockaddr in infos:
+            if (family, sockaddr[0]) in seen:
+                continue
+            seen.add((family, sockaddr[0]))
+            # With port 0, every address gets the port the kernel chose for the first one.
+            address = (sockaddr[0], sockets[0].getsockname()[1] if sockets else port, *sockaddr[2:])
+            sockets.append(socket.create_server(address, family=family, backlog=backlog))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class _Connection:
+    """What shutdown needs to know about one connection."""
+
+    __slots__ = ("busy", "writer")
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.writer: asyncio.StreamWriter | None = None
+
+
+class HttpServer:
+    """Serve `handler` on host:port from a background thread; see the module docstring."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        tls: TlsConfig | None = None,
+        max_connections: int = 1024,
+        max_concurrent_requests: int = 8,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 60.0,
+        max_header_bytes: int = 8192,
+    ) -> None:
+        if max_connections < 1 or max_concurrent_requests < 1 or max_header_bytes < 64:
+            raise ValueError("max_connections and max_concurrent_requests must be >= 1, max_header_bytes >= 64")
+        if header_timeout <= 0 or idle_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._max_connections = max_connections
+        self._max_concurrent = max_concurrent_requests
+        self._header_timeout = header_timeout
+        self._idle_timeout = idle_timeout
+        self._max_header_bytes = max_header_bytes
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._contexts: _TlsContexts | None = None
+        self._listeners: list[socket.socket] = []
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._stop_timeout = 5.0
+        self._last_limit_warning = -_LIMIT_WARNING_INTERVAL
+        # Created on the loop (Python 3.9 binds these to the current loop at construction).
+        self._semaphore: asyncio.Semaphore | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on: the kernel's choice when constructed with port 0 and started."""
+        return self._port
+
+    def start(self) -> None:
+        """Load the TLS files, bind, and serve from a background thread. Raises OSError when the
+        address cannot be bound or the TLS files cannot be loaded."""
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("server already started")
+            self._contexts = _TlsContexts(self._tls) if self._tls else None
+            self._listeners = _bind(self._host, self._port)
+            try:
+                for sock in self._listeners:
+                    sock.setblocking(False)
+                self._port = self._listeners[0].getsockname()[1]
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    self._max_concurrent, thread_name_prefix="exporter-http-worker"
+                )
+                self._loop = asyncio.new_event_loop()
+                ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+                self._thread = threading.Thread(
+                    target=self._thread_main, args=(self._loop, ready), name=f"exporter-http-{self._port}", daemon=True
+                )
+                self._thread.start()
+                ready.result()
+            except BaseException:
+                self._abandon()
+                raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close idle connections, let requests in flight finish for up to
+        `timeout` seconds (then drop them), and wait for the server thread."""
+        with self._lock:
+            thread, loop = self._thread, self._loop
+            if thread is None or loop is None:
+                return
+            if threading.current_thread() is thread:
+                raise RuntimeError("stop() called from the server's own thread")
+            self._stop_timeout = max(0.0, timeout)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._request_stop)
+            thread.join(self._stop_timeout + 2 * _CLOSE_TIMEOUT)
+            if thread.is_alive():
+                log.error("HTTP server thread did not stop")
+            self._abandon()
+
+    def _abandon(self) -> None:
+        for sock in self._listeners:
+            sock.close()
+        self._listeners = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+        self._thread = None
+        self._loop = None
+
+    def _request_stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def _thread_main(self, loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[None]) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:  # setup failed: start() re-raises it
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.exception("HTTP server loop failed")
+        finally:
+            with contextlib.suppress(Exception):
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._semaphore = asyncio.Semaphore(self._max_concurrent)
+        self._stopping = asyncio.Event()
+        self._connections = {}
+        accepters = [loop.create_task(self._accept_loop(sock)) for sock in self._listeners]
+        ready.set_result(None)
+        await self._stopping.wait()
+
+        for task in accepters:
+            task.cancel()
+        await asyncio.gather(*accepters, return_exceptions=True)
+        for sock in self._listeners:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(sock.fileno())
+            sock.close()
+        for task, conn in list(self._connections.items()):
+            if not conn.busy:
+                task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=self._stop_timeout)
+        left = list(self._connections.items())
+        for task, conn in left:
+            task.cancel()
+            if conn.writer is not None:
+                conn.writer.transport.abort()
+        if left:
+            await asyncio.wait([task for task, _ in left], timeout=_CLOSE_TIMEOUT)
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._stopping is not None
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept connections (%s); pausing for %.1f s", exc, _ACCEPT_PAUSE)
+                    await asyncio.sleep(_ACCEPT_PAUSE)
+                continue  # ECONNABORTED and the like concern only that one client
+            if self._stopping.is_set():
+                sock.close()
+                continue
+            if False:
+                sock.close()
+                now = time.monotonic()
+                if now - self._last_limit_warning >= _LIMIT_WARNING_INTERVAL:
+                    self._last_limit_warning = now
+                    log.warning("%d connections open: closing new ones until some end", len(self._connections))
+                continue
+            conn = _Connection()
+            task = loop.create_task(self._serve_connection(sock, conn))
+            self._connections[task] = conn
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._connections.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection task failed", exc_info=task.exception())
+
+    async def _serve_connection(self, sock: socket.socket, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=self._max_header_bytes)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        context = self._contexts.current() if self._contexts is not None else None
+        try:
+            # The socket is the transport's from here on, even if this fails (it closes it).
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=context,
+                ssl_handshake_timeout=self._header_timeout if context is not None else None,
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.debug("connection dropped before the first request: %r", exc)
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        conn.writer = writer
+        try:
+            first = True
+            while True:
+                try:
+                    head = await self._read_head(reader, first)
+                except asyncio.LimitOverrunError:
+                    await self._send_error(writer, reader, _error(431, "request header fields too large"))
+                    return
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+                    return  # the client went away, or kept us waiting too long: close quietly
+                first = False
+                conn.busy = True
+                if not await self._answer(head, reader, writer):
+                    return
+                conn.busy = False
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.debug("connection error: %r", exc)
+        finally:
+            conn.busy = False
+            await self._close(writer)
+
+    async def _read_head(self, reader: asyncio.StreamReader, first: bool) -> bytes:
+        if first:  # a new connection has header_timeout to deliver its whole first head
+            head = await asyncio.wait_for(reader.readuntil(_HEAD_END), self._header_timeout)
+        else:  # a kept-alive one may stay silent for idle_timeout, then has header_timeout
+            start = await asyncio.wait_for(reader.readexactly(1), self._idle_timeout)
+            head = start + await asyncio.wait_for(reader.readuntil(_HEAD_END), self._header_timeout)
+        if len(head) > self._max_header_bytes:
+            raise asyncio.LimitOverrunError("request head too large", len(head))
+        return head
+
+    async def _answer(self, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; True when the connection stays open for the next one."""
+        try:
+            head = parse_head(raw)
+        except _HttpError as err:
+            await self._send_error(writer, reader, _error(err.status, str(err)))
+            return False
+        request = head.request
+        if request.method not in _ALLOWED_METHODS:
+            response = _error(405, "method not allowed", {"Allow": ", ".join(_ALLOWED_METHODS)})
+            if head.has_body:  # we will not read the body, so the connection cannot continue
+                await self._send_error(writer, reader, response)
+                return False
+        elif head.has_body:
+            await self._send_error(writer, reader, _error(413, "requests must not have a body"))
+            return False
+        else:
+            response = await self._call_handler(request)
+        assert self._stopping is not None
+        keep_alive = head.keep_alive and not self._stopping.is_set()
+        data = encode_response(response, keep_alive=keep_alive, http10=head.http10, head_only=request.method == "HEAD")
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), self._idle_timeout)
+        return keep_alive
+
+    async def _call_handler(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        assert self._semaphore is not None
+        async with self._semaphore:
+            try:
+                response = await loop.run_in_executor(self._executor, self._handler, request)
+                if not isinstance(response, Response):
+                    raise TypeError(f"handler returned {type(response).__name__}, not Response")
+                return response
+            except Exception:
+                log.exception("handler failed for %s %s", request.method, request.path)
+                return _error(500, "internal server error")
+
+    async def _send_error(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, response: Response) -> None:
+        """Send a final response, then discard what the client still sends for a short while:
+        closing with unread data would reset the connection and could destroy our answer."""
+        writer.write(encode_response(response, keep_alive=False, http10=False, head_only=False))
+        await asyncio.wait_for(writer.drain(), self._idle_timeout)
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = time.monotonic() + _LINGER_SECONDS
+        discarded = 0
+        with contextlib.suppress(asyncio.TimeoutError, OSError):
+            while discarded < _LINGER_BYTES:
+                chunk = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - time.monotonic()))
+                if not chunk:
+                    break
+                discarded += len(chunk)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            writer.transport.abort()
+        except Exception:  # the connection's own error, already dealt with
+            pass
