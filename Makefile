@@ -8,12 +8,19 @@ KUBECTL ?= kubectl
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build test test-kernel lint demo run bench wheels deploy undeploy docker-build docker-push clean
+CHECKOV_VENV ?= .venv-checkov
+# Debian packages: the compiler and kernel headers for the C module and the fake controller,
+# prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel tests.
+APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace
+NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace
+
+.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels deploy undeploy docker-build docker-push clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml setup.py csrc/nvme_ebs.c csrc/nvme_ebs.h csrc/build_ffi.py
+	@$(MAKE) -s deps-build
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test,lint]'
@@ -21,12 +28,33 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/nvme_ebs.c csrc/nvme_ebs.h csrc
 
 venv: $(VENV)/.installed ## create .venv with the project (editable) and its test tools
 
+deps: ## install the Debian packages the tests need (as root; otherwise prints the command)
+	@$(MAKE) -s apt-install PACKAGES="$(APT_PACKAGES)" COMMANDS="$(NEEDED_COMMANDS)"
+
+deps-build: # what compiling the C module needs: a compiler and the kernel's NVMe header
+	@$(MAKE) -s apt-install PACKAGES="gcc libc6-dev linux-libc-dev" COMMANDS="cc"
+
+apt-install: # installs PACKAGES when a command in COMMANDS or the NVMe header is missing
+	@missing=""; for c in $(COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	  [ -f /usr/include/linux/nvme_ioctl.h ] || missing="$$missing linux/nvme_ioctl.h"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "missing:$$missing"; \
+	    if [ "$$(id -u)" = 0 ]; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PACKAGES) >/dev/null; \
+	    else echo "run: sudo apt-get install $(PACKAGES)"; exit 1; fi; \
+	  fi
+
+# checkov pins old versions of common packages, so it gets a virtualenv of its own.
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q checkov
+
 build: venv ## compile the C module in place (it is rebuilt when csrc/ changes)
 
-test: venv ## run the whole test suite (QEMU tests included when QEMU is present)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: deps venv $(CHECKOV_VENV)/bin/checkov ## run the whole test suite (installs what it needs first)
+	CHECKOV=$(abspath $(CHECKOV_VENV)/bin/checkov) $(PY) -m pytest $(PYTEST_ARGS)
 
-test-kernel: venv ## only the tests against a real Linux NVMe driver under QEMU
+test-kernel: deps venv ## only the tests against a real Linux NVMe driver under QEMU
 	$(PY) -m pytest -m kernel tests/test_kernel.py $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict and the C compiler's warnings
@@ -47,5 +75,5 @@ deploy: ## apply deploy/ to the current cluster with image IMG
 undeploy: ## delete what deploy/ created
 	$(KUBECTL) delete --ignore-not-found -f deploy/
 
-clean: ## remove build outputs and the virtualenv
-	rm -rf $(VENV) build dist wheelhouse *.egg-info nvme_ebs/*.so .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean: ## remove build outputs and the virtualenvs
+	rm -rf $(VENV) $(CHECKOV_VENV) build dist wheelhouse *.egg-info nvme_ebs/*.so .pytest_cache .mypy_cache .ruff_cache .hypothesis
