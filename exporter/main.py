@@ -17,6 +17,7 @@ from .collector import Collector, Selector
 from .http_server import HttpServer
 from .simulate import SimulatedSource
 from .sources import HostSource, Source
+from .webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--path.sysfs", "sysfs mount point, e.g. /host/sys in a container", default="/sys", dest="sysfs")
     flag("--path.dev", "device directory, e.g. /host/dev in a container", default="/dev", dest="dev")
     flag("--log.level", "debug, info, warn or error (default info)", default="info", dest="log_level")
+    flag("--web.config.file", "TLS settings (exporter-toolkit format); off when empty", default="", dest="web_config")
     flag("--device.timeout", "seconds a scrape waits for one device (default 3)", default="3", dest="timeout")
     p.add_argument(
         "--device",
@@ -108,6 +110,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"invalid telemetry path {args.path!r}: want an absolute path other than / and /healthz")
     if not 1 <= args.simulate_bins <= 64:
         parser.error("--simulate.bins must be 1 to 64")
+    try:
+        args.tls = load_web_config(args.web_config) if args.web_config else None
+    except WebConfigError as e:
+        parser.error(f"--web.config.file: {e}")
     return args
 
 
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector = Collector(make_source(args), selector, device_timeout=args.timeout)
     app = App(collector, args.path, __version__)
     host, port = args.listen
-    server = HttpServer(app, host, port)
+    server = HttpServer(app, host, port, tls=args.tls)
     try:
         server.start()
     except OSError as e:
@@ -139,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     what = f"{args.simulate} simulated volumes" if args.simulate else f"devices under {args.sysfs}"
-    log.info("serving %s on %s:%d%s (version %s)", what, host or "*", server.port, args.path, __version__)
+    scheme = "https" if args.tls else "http"
+    log.info("serving %s on %s:%d%s (%s, version %s)", what, host or "*", server.port, args.path, scheme, __version__)
     stop.wait()
     log.info("shutting down")
     server.stop()
