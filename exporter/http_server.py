@@ -496,7 +496,7 @@ class HttpServer:
             if self._stopping.is_set():
                 sock.close()
                 continue
-            if False:
+            if len(self._connections) >= self._max_connections:
                 sock.close()
                 now = time.monotonic()
                 if now - self._last_limit_warning >= _LIMIT_WARNING_INTERVAL:

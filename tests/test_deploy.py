@@ -83,13 +83,26 @@ _PLACEHOLDER = (
     "fixed tag or a digest (see test_image_placeholder_substitutes_cleanly)"
 )
 _ROOT_UID = (
-    "runs as uid 0: the NVMe device nodes are root-owned (mode 0600) and "
-    "Kubernetes grants no ambient capabilities, so a non-root process could "
-    "neither open them nor hold an effective CAP_SYS_ADMIN"
+    "runs as uid 0: the NVMe device nodes are root-owned (mode 0600), and a "
+    "non-root process holds no effective capabilities even in a privileged "
+    "container (Kubernetes grants no ambient capabilities)"
 )
-_SYS_ADMIN = (
-    "adds exactly one capability, SYS_ADMIN, which the kernel requires for the "
-    "NVMe admin passthrough ioctl (Get Log Page); every other one is dropped"
+_PRIVILEGED = (
+    "privileged: the runtime's device cgroup allow-list (cgroup v1 devices "
+    "controller / cgroup v2 eBPF program) lets a non-privileged container open "
+    "only the default devices, whatever its capabilities; Kubernetes has no "
+    "field to extend it other than privileged, so open(/dev/nvmeN) fails with "
+    "EPERM without it"
+)
+_ESCALATION = (
+    "allowPrivilegeEscalation is true because the API server rejects false "
+    "next to privileged: true; a privileged process holds every capability, "
+    "so no_new_privs would protect nothing here"
+)
+_NO_CAPABILITY_LIST = (
+    "no capabilities listed: CRI-O and containerd ignore capabilities.add/drop "
+    "for privileged containers (they get every capability), so a drop list "
+    "would state a restriction that is not applied"
 )
 CHECKOV_EXPECTED_FAILURES = {
     "CKV_K8S_14": _PLACEHOLDER,  # image tag fixed, not latest or blank
@@ -100,8 +113,10 @@ CHECKOV_EXPECTED_FAILURES = {
     "CKV_K8S_15": "IfNotPresent is deliberate for a node agent with a pinned image",
     "CKV_K8S_23": _ROOT_UID,  # runAsNonRoot
     "CKV_K8S_40": _ROOT_UID,  # high uid
-    "CKV_K8S_25": _SYS_ADMIN,  # added capabilities
-    "CKV_K8S_39": _SYS_ADMIN,  # CAP_SYS_ADMIN
+    "CKV_K8S_16": _PRIVILEGED,  # privileged container
+    "CKV_K8S_20": _ESCALATION,  # allowPrivilegeEscalation
+    "CKV_K8S_28": _NO_CAPABILITY_LIST,  # NET_RAW not dropped
+    "CKV_K8S_37": _NO_CAPABILITY_LIST,  # capabilities not minimised
     # NetworkPolicy: the pod listens on :8090 only, for Prometheus, whose
     # namespace differs between OpenShift and other distributions; a policy
     # that admits only it is cluster-specific and left to the cluster owner.
@@ -109,14 +124,14 @@ CHECKOV_EXPECTED_FAILURES = {
 }
 # Checks that must pass on the DaemonSet whatever else changes.
 CHECKOV_REQUIRED_PASSES = {
-    "CKV_K8S_16",  # not privileged
     "CKV_K8S_17",  # no hostPID
     "CKV_K8S_18",  # no hostIPC
     "CKV_K8S_19",  # no hostNetwork
-    "CKV_K8S_20",  # allowPrivilegeEscalation false
+    "CKV_K8S_26",  # no hostPort
+    "CKV_K8S_27",  # no container runtime socket mounted
     "CKV_K8S_22",  # read-only root filesystem
-    "CKV_K8S_28",  # NET_RAW dropped
-    "CKV_K8S_31",  # seccomp RuntimeDefault
+    "CKV_K8S_25",  # no capabilities added
+    "CKV_K8S_31",  # seccomp RuntimeDefault (see the DaemonSet on what it means there)
     "CKV_K8S_38",  # no service account token
     "CKV_K8S_8",  # liveness probe
     "CKV_K8S_9",  # readiness probe
@@ -500,15 +515,25 @@ def test_pod_shares_no_host_namespace(manifests: dict[str, Manifest]) -> None:
     assert "initContainers" not in pod and "ephemeralContainers" not in pod
 
 
-def test_container_keeps_only_sys_admin(manifests: dict[str, Manifest]) -> None:
+def test_container_is_privileged_for_device_access_only(manifests: dict[str, Manifest]) -> None:
+    """privileged: true lifts the device cgroup allow-list; every other
+    setting stays as tight as a privileged container allows."""
     context = _container(manifests)["securityContext"]
-    assert context["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
-    assert context.get("privileged", False) is False
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["readOnlyRootFilesystem"] is True
-    assert context["runAsUser"] == 0
-    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert _pod_spec(manifests)["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context == {
+        "privileged": True,
+        "allowPrivilegeEscalation": True,
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # No capability lists: the runtime ignores them for privileged containers.
+    assert "capabilities" not in context
+    assert _pod_spec(manifests)["securityContext"] == {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def test_no_escalation_setting_the_api_server_would_refuse(
@@ -521,7 +546,11 @@ def test_no_escalation_setting_the_api_server_would_refuse(
     context = _container(manifests)["securityContext"]
     if context.get("allowPrivilegeEscalation") is False:
         assert context.get("privileged") is not True
-        assert "CAP_SYS_ADMIN" not in context["capabilities"].get("add", [])
+        assert "CAP_SYS_ADMIN" not in context.get("capabilities", {}).get("add", [])
+    # The SCC's default must not produce that combination either.
+    scc = manifests["SecurityContextConstraints"]
+    if context.get("privileged"):
+        assert scc["defaultAllowPrivilegeEscalation"] is not False
 
 
 def test_scc_admits_the_pod_and_nothing_more(manifests: dict[str, Manifest]) -> None:
@@ -529,31 +558,38 @@ def test_scc_admits_the_pod_and_nothing_more(manifests: dict[str, Manifest]) -> 
     account = manifests["ServiceAccount"]["metadata"]
     assert scc["users"] == [f"system:serviceaccount:{account['namespace']}:{account['name']}"]
     assert scc["groups"] == []
-    for field in (
-        "allowPrivilegedContainer",
-        "allowHostNetwork",
-        "allowHostPID",
-        "allowHostIPC",
-        "allowHostPorts",
-        "allowPrivilegeEscalation",
-        "defaultAllowPrivilegeEscalation",
-    ):
+    for field in ("allowHostNetwork", "allowHostPID", "allowHostIPC", "allowHostPorts"):
         assert scc[field] is False, field
+    # privileged: true needs the first, and the API server then needs the
+    # second (see test_no_escalation_setting_the_api_server_would_refuse).
+    assert scc["allowPrivilegedContainer"] is True
+    assert scc["allowPrivilegeEscalation"] is True
     assert scc["allowHostDirVolumePlugin"] is True
     assert scc["readOnlyRootFilesystem"] is True
-    assert scc["allowedCapabilities"] == ["SYS_ADMIN"]
+    # Capability lists mean nothing to a privileged container: none, rather
+    # than ones that would look like restrictions.
+    assert not scc["allowedCapabilities"]
     assert not scc["defaultAddCapabilities"]
-    assert scc["requiredDropCapabilities"] == ["ALL"]
+    assert not scc["requiredDropCapabilities"]
     assert scc["volumes"] == ["hostPath"]
     assert scc["runAsUser"] == {"type": "MustRunAs", "uid": 0}
+    assert scc["seLinuxContext"] == {
+        "type": "MustRunAs",
+        "seLinuxOptions": {"user": "system_u", "role": "system_r", "type": "spc_t", "level": "s0"},
+    }
     assert scc["seccompProfiles"] == ["runtime/default"]
 
     # What the DaemonSet asks for is within the SCC.
     pod = _pod_spec(manifests)
     context = _container(manifests)["securityContext"]
-    assert set(context["capabilities"]["add"]) <= set(scc["allowedCapabilities"])
+    assert context["privileged"] is scc["allowPrivilegedContainer"] is True
+    assert context["allowPrivilegeEscalation"] is scc["allowPrivilegeEscalation"] is True
+    assert context["readOnlyRootFilesystem"] is True
     assert {key for v in pod["volumes"] for key in v if key != "name"} <= set(scc["volumes"])
-    assert context["runAsUser"] == scc["runAsUser"]["uid"]
+    assert context["runAsUser"] == pod["securityContext"]["runAsUser"] == scc["runAsUser"]["uid"]
+    profiles = {"RuntimeDefault": "runtime/default"}
+    for seccomp in (context["seccompProfile"], pod["securityContext"]["seccompProfile"]):
+        assert profiles[seccomp["type"]] in scc["seccompProfiles"]
     annotations = manifests["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["openshift.io/required-scc"] == scc["metadata"]["name"]
 
@@ -699,20 +735,28 @@ def test_crd_copies_are_unmodified() -> None:
 def test_image_placeholder_substitutes_cleanly(
     kubernetes_validate: Any, manifests: dict[str, Manifest], tmp_path: Path
 ) -> None:
+    """The documented flow `sed 's#REPLACE_IMAGE#...#' deploy/*.yaml | oc apply
+    -f -` concatenates the files into one stream: each must open its own YAML
+    document, or the objects merge into one mapping whose last keys win and
+    only the last object would be applied."""
     assert _container(manifests)["image"] == "REPLACE_IMAGE"
     occurrences = sum(p.read_text(encoding="utf-8").count("REPLACE_IMAGE") for p in _manifest_files())
     assert occurrences == 1
+    for path in _manifest_files():
+        assert path.read_text(encoding="utf-8").startswith("---\n"), path.name
     sed = _tool("sed")
-    path = next(DEPLOY.glob("*.DaemonSet.yaml"))
+    files = [str(path) for path in _manifest_files()]  # the shell's glob order
     result = subprocess.run(
-        [sed, "s#REPLACE_IMAGE#quay.io/x/y:1#", str(path)],
+        [sed, "s#REPLACE_IMAGE#quay.io/x/y:1#", *files],
         capture_output=True,
         text=True,
         check=True,
     )
-    (obj,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    assert obj["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/x/y:1"
-    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert [obj["kind"] for obj in objects] == [_load_docs(Path(f))[0]["kind"] for f in files]
+    (daemonset,) = [obj for obj in objects if obj["kind"] == "DaemonSet"]
+    assert daemonset["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/x/y:1"
+    kubernetes_validate.validate(daemonset, KUBERNETES_VERSION, strict=True)
 
 
 # --------------------------------------------------------------------------
