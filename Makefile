@@ -70,7 +70,7 @@ run: venv ## run against this EC2 node's real volumes (needs root)
 	$(VENV)/bin/ebs-exporter
 
 deploy: ## apply deploy/ to the current cluster with image IMG
-	for f in deploy/*.yaml; do sed 's#REPLACE_IMAGE#$(IMG)#' "$$f"; echo '---'; done | $(KUBECTL) apply -f -
+	sed 's#REPLACE_IMAGE#$(IMG)#' deploy/*.yaml | $(KUBECTL) apply -f -
 
 undeploy: ## delete what deploy/ created
 	$(KUBECTL) delete --ignore-not-found -f deploy/

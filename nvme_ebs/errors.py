@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import os
 
-_CAP_HINT = "the NVMe admin passthrough needs CAP_SYS_ADMIN: run as root or grant the capability"
+_CAP_HINT = (
+    "the NVMe admin passthrough needs root with CAP_SYS_ADMIN and, in a container, access to the "
+    "device node (privileged: true)"
+)
 
 
 class NvmeEbsError(Exception):
