@@ -177,45 +177,49 @@ class _TlsContexts:
         return context
 
 
-class _HttpError(Exception):
+class HttpError(Exception):
+    """A request the server answers itself with `status` and closes (400, 505)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
 @dataclass(frozen=True)
-class _Head:
+class RequestHead:
+    """A parsed request head and what it implies for the connection."""
+
     request: Request
     http10: bool
     keep_alive: bool
     has_body: bool
 
 
-def parse_head(head: bytes) -> _Head:
+def parse_head(head: bytes) -> RequestHead:
     """Parse a request head (request line and header fields, ending with an empty line).
 
-    Raises _HttpError(400 or 505) for anything malformed: bare CR or LF, folded lines, bad
+    Raises HttpError(400 or 505) for anything malformed: bare CR or LF, folded lines, bad
     tokens, a missing or repeated Host on HTTP/1.1, an invalid Content-Length."""
     text = head.lstrip(b"\r\n").decode("latin-1")
     if not text.endswith("\r\n\r\n") or len(text) == 4:
-        raise _HttpError(400, "empty or unterminated request head")
+        raise HttpError(400, "empty or unterminated request head")
     lines = text[:-4].split("\r\n")
     if any("\r" in line or "\n" in line for line in lines):
-        raise _HttpError(400, "bare CR or LF in the request head")
+        raise HttpError(400, "bare CR or LF in the request head")
     parts = lines[0].split(" ")
     if len(parts) != 3:
-        raise _HttpError(400, "malformed request line")
+        raise HttpError(400, "malformed request line")
     method, target, version = parts
     if not _TOKEN.fullmatch(method):
-        raise _HttpError(400, "malformed method")
+        raise HttpError(400, "malformed method")
     match = _VERSION.fullmatch(version)
     if match is None:
-        raise _HttpError(400, "malformed HTTP version")
+        raise HttpError(400, "malformed HTTP version")
     if match.group(1) != "1":
-        raise _HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+        raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
     http10 = match.group(2) == "0"
     if not _TARGET.fullmatch(target):
-        raise _HttpError(400, "malformed request target")
+        raise HttpError(400, "malformed request target")
     if target.startswith("/"):
         path, _, query = target.partition("?")
     elif target == "*":
@@ -223,35 +227,35 @@ def parse_head(head: bytes) -> _Head:
     else:
         split = urlsplit(target)
         if split.scheme not in ("http", "https") or not split.netloc:
-            raise _HttpError(400, "malformed request target")
+            raise HttpError(400, "malformed request target")
         path, query = split.path or "/", split.query
 
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon or not _TOKEN.fullmatch(name):  # also refuses obs-fold and "name :"
-            raise _HttpError(400, "malformed header field")
+            raise HttpError(400, "malformed header field")
         value = value.strip(" \t")
         if _BAD_VALUE.search(value):
-            raise _HttpError(400, "control character in a header field")
+            raise HttpError(400, "control character in a header field")
         key = name.lower()
         if key in headers:
             if key in ("host", "content-length"):
-                raise _HttpError(400, f"repeated {key} header")
+                raise HttpError(400, f"repeated {key} header")
             headers[key] = f"{headers[key]}, {value}"
         else:
             headers[key] = value
     if not http10 and "host" not in headers:
-        raise _HttpError(400, "HTTP/1.1 request without Host")
+        raise HttpError(400, "HTTP/1.1 request without Host")
 
     length = headers.get("content-length")
     if length is not None and not _DIGITS.fullmatch(length):
-        raise _HttpError(400, "invalid Content-Length")
+        raise HttpError(400, "invalid Content-Length")
     has_body = "transfer-encoding" in headers or (length is not None and int(length) > 0)
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
     request = Request(method, path, query, MappingProxyType(headers))
-    return _Head(request, http10, keep_alive, has_body)
+    return RequestHead(request, http10, keep_alive, has_body)
 
 
 def _reason(status: int) -> str:
@@ -470,7 +474,9 @@ class HttpServer:
                 loop.remove_reader(sock.fileno())
             sock.close()
         for task, conn in list(self._connections.items()):
-            if not conn.busy:
+            if not conn.busy:  # idle, or still sending its first request: nothing to lose
+                if conn.writer is not None:
+                    conn.writer.transport.abort()
                 task.cancel()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=self._stop_timeout)
@@ -493,6 +499,10 @@ class HttpServer:
                     log.error("cannot accept connections (%s); pausing for %.1f s", exc, _ACCEPT_PAUSE)
                     await asyncio.sleep(_ACCEPT_PAUSE)
                 continue  # ECONNABORTED and the like concern only that one client
+            except Exception:  # never let the accept loop die
+                log.exception("accept failed")
+                await asyncio.sleep(_ACCEPT_PAUSE)
+                continue
             if self._stopping.is_set():
                 sock.close()
                 continue
@@ -537,13 +547,14 @@ class HttpServer:
                 try:
                     head = await self._read_head(reader, first)
                 except asyncio.LimitOverrunError:
-                    await self._send_error(writer, reader, _error(431, "request header fields too large"))
+                    conn.busy = True
+                    await self._send_error(writer, reader, _error(431, "request header fields too large"), conn)
                     return
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
                     return  # the client went away, or kept us waiting too long: close quietly
                 first = False
                 conn.busy = True
-                if not await self._answer(head, reader, writer):
+                if not await self._answer(head, reader, writer, conn):
                     return
                 conn.busy = False
         except (OSError, asyncio.TimeoutError) as exc:
@@ -562,21 +573,23 @@ class HttpServer:
             raise asyncio.LimitOverrunError("request head too large", len(head))
         return head
 
-    async def _answer(self, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _answer(
+        self, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
+    ) -> bool:
         """Answer one request; True when the connection stays open for the next one."""
         try:
             head = parse_head(raw)
-        except _HttpError as err:
-            await self._send_error(writer, reader, _error(err.status, str(err)))
+        except HttpError as err:
+            await self._send_error(writer, reader, _error(err.status, str(err)), conn)
             return False
         request = head.request
         if request.method not in _ALLOWED_METHODS:
             response = _error(405, "method not allowed", {"Allow": ", ".join(_ALLOWED_METHODS)})
             if head.has_body:  # we will not read the body, so the connection cannot continue
-                await self._send_error(writer, reader, response)
+                await self._send_error(writer, reader, response, conn)
                 return False
         elif head.has_body:
-            await self._send_error(writer, reader, _error(413, "requests must not have a body"))
+            await self._send_error(writer, reader, _error(413, "requests must not have a body"), conn)
             return False
         else:
             response = await self._call_handler(request)
@@ -600,11 +613,14 @@ class HttpServer:
                 log.exception("handler failed for %s %s", request.method, request.path)
                 return _error(500, "internal server error")
 
-    async def _send_error(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, response: Response) -> None:
+    async def _send_error(
+        self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, response: Response, conn: _Connection
+    ) -> None:
         """Send a final response, then discard what the client still sends for a short while:
         closing with unread data would reset the connection and could destroy our answer."""
         writer.write(encode_response(response, keep_alive=False, http10=False, head_only=False))
         await asyncio.wait_for(writer.drain(), self._idle_timeout)
+        conn.busy = False  # stop() need not wait for the rest
         if writer.can_write_eof():
             writer.write_eof()
         deadline = time.monotonic() + _LINGER_SECONDS

@@ -68,7 +68,7 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-mount -t tmpfs tmpfs /newroot/tmp
+# No tmpfs over /tmp: the checkout (and its venv) may live there; the overlay is writable anyway.
 mount -t tmpfs tmpfs /newroot/run
 mount -t configfs configfs /newroot/sys/kernel/config || emit '{"event": "error", "stage": "configfs"}'
 ip link set lo up || emit '{"event": "error", "stage": "loopback"}'
