@@ -113,7 +113,7 @@ static int decode_histogram(const uint8_t *p, struct nvme_ebs_histogram *h, int 
 
 int nvme_ebs_decode_stats(const uint8_t *page, size_t len, struct nvme_ebs_stats *out)
 {
-    const uint8_t *c = page + OFF_COUNTERS;
+    const uint8_t *c;
     int rc;
 
     out->error_histogram = -1;
@@ -129,6 +129,7 @@ int nvme_ebs_decode_stats(const uint8_t *page, size_t len, struct nvme_ebs_stats
     else
         return NVME_EBS_ERR_MAGIC;
 
+    c = page + OFF_COUNTERS; /* only once the length is known: no pointer past a short buffer */
     out->total_read_ops = le64(c);
     out->total_write_ops = le64(c + 8);
     out->total_read_bytes = le64(c + 16);
