@@ -11,8 +11,8 @@ PYTEST_ARGS ?=
 CHECKOV_VENV ?= .venv-checkov
 # Debian packages: the compiler and kernel headers for the C module and the fake controller,
 # prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel tests.
-APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace
-NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace
+APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk
+NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk
 
 .PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels deploy undeploy docker-build docker-push clean
 
