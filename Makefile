@@ -14,7 +14,7 @@ CHECKOV_VENV ?= .venv-checkov
 APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk
 NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk
 
-.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels deploy undeploy docker-build docker-push clean
+.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,28 @@ demo: venv ## serve 3 simulated volumes on :8090 (no EBS needed)
 
 run: venv ## run against this EC2 node's real volumes (needs root)
 	$(VENV)/bin/ebs-exporter
+
+# The image's labels; docker-build passes them as build arguments.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+wheels: ## sdist + abi3 wheel, auditwheel-repaired into wheelhouse/ (tools pinned in scripts/)
+	@$(MAKE) -s deps-build
+	PYTHON=$(PYTHON) scripts/build-wheels.sh
+
+check-wheel: ## wheelhouse/'s wheel in a clean venv outside the tree: its tests, then its entrypoint
+	@$(MAKE) -s apt-install PACKAGES="gcc libc6-dev linux-libc-dev prometheus" COMMANDS="cc promtool"
+	PYTHON=$(PYTHON) scripts/check-wheel.sh
+
+image-steps: ## the Dockerfile's steps without an engine: wheel, clean venv, run and scrape the entrypoint
+	@$(MAKE) -s apt-install PACKAGES="gcc libc6-dev linux-libc-dev prometheus" COMMANDS="cc promtool"
+	PYTHON=$(PYTHON) scripts/image-steps.sh all
+
+docker-build: ## build the image IMG with CONTAINER_ENGINE (docker with BuildKit, or podman)
+	$(CONTAINER_ENGINE) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMG) .
+
+docker-push: ## push the image IMG
+	$(CONTAINER_ENGINE) push $(IMG)
 
 deploy: ## apply deploy/ to the current cluster with image IMG
 	sed 's#REPLACE_IMAGE#$(IMG)#' deploy/*.yaml | $(KUBECTL) apply -f -

@@ -94,7 +94,16 @@ def ensure_preloaded(build_dir: Path | None = None) -> None:
     os.environ[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    os.execv(sys.executable, [sys.executable, *_orig_argv()[1:]])
+
+
+def _orig_argv() -> list[str]:
+    """The interpreter's own command line: sys.orig_argv (3.10+) or, on 3.9, /proc/self/cmdline."""
+    orig_argv: list[str] | None = getattr(sys, "orig_argv", None)
+    if orig_argv is not None:
+        return orig_argv
+    with open("/proc/self/cmdline", "rb") as f:
+        return [os.fsdecode(arg) for arg in f.read().split(b"\0")[:-1]]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -216,7 +225,7 @@ class PassthruCmd(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # not slots=True: that is 3.10+, and cibuildwheel tests on 3.9
 class AdminResult:
     ret: int  # ioctl return value: 0, -1 or an NVMe status
     errno: int  # errno after the call (meaningful when ret == -1)
