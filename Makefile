@@ -6,6 +6,7 @@ IMG ?= quay.io/openshift-sre/ebs-metrics-exporter:latest
 CONTAINER_ENGINE ?= docker
 KUBECTL ?= kubectl
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 CHECKOV_VENV ?= .venv-checkov
@@ -68,6 +69,9 @@ demo: venv ## serve 3 simulated volumes on :8090 (no EBS needed)
 
 run: venv ## run against this EC2 node's real volumes (needs root)
 	$(VENV)/bin/ebs-exporter
+
+bench: venv ## benchmarks side by side, printed as tables (BENCH_ARGS=--quick: a short run)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 # The image's labels; docker-build passes them as build arguments.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)

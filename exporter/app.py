@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import html
+import io
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from .collector import Collector
 from .http_server import Request, Response
-from .render import render
+from .render import write
 
 OPENMETRICS = "application/openmetrics-text"
 # Fast and still about 10x smaller: the budget here is CPU (a 100m limit), not bandwidth.
@@ -59,11 +60,17 @@ class App:
     def metrics(self, request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         openmetrics = content_type.startswith(OPENMETRICS)
-        ours = render(self.collector.collect(), openmetrics, self.version)
-        theirs = encoder(self.registry).decode()
+        snapshot = self.collector.collect()
+        theirs = encoder(self.registry)
+        # The body grows in one buffer that becomes the bytes served: no joined copy of the text.
+        body_io = io.BytesIO()
         # OpenMetrics ends with a single "# EOF": move prometheus_client's to the very end.
-        text = theirs.removesuffix("# EOF\n") + ours + "# EOF\n" if openmetrics else theirs + ours
-        body = text.encode()
+        body_io.write(theirs.removesuffix(b"# EOF\n") if openmetrics else theirs)
+        write(body_io.write, snapshot, openmetrics, self.version)
+        if openmetrics:
+            body_io.write(b"# EOF\n")
+        body = body_io.getvalue()
+        del body_io
         headers = {}
         if _accepts_gzip(request.headers.get("accept-encoding", "")):
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import fnmatch
 import logging
+import operator
 import os
 import threading
 import time
@@ -72,13 +73,16 @@ class WrapCounter:
 
     Each read adds (raw - previous raw) mod 2**32 per bin, which is right as long as a bin
     wraps at most once between two reads (at 1 s sampling, that is > 4 billion I/Os apart).
+    Summed up, a bin's total is its raw count plus 2**32 for each time it wrapped: that offset
+    is all that is kept, and while no bin has wrapped the totals are the raw counts themselves.
     """
 
-    __slots__ = ("bounds", "raw", "totals")
+    __slots__ = ("bounds", "offsets", "raw", "totals")
 
     def __init__(self) -> None:
         self.bounds: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.raw: tuple[int, ...] = ()
+        self.offsets: list[int] | None = None  # None while no bin has wrapped
         self.totals: list[int] = []
 
     def update(self, hist: LatencyHistogram) -> list[int]:
@@ -86,10 +90,17 @@ class WrapCounter:
         bounds = (hist.lower_us, hist.upper_us)
         if bounds != self.bounds:  # first read, or the bins changed: start from the page
             self.bounds = bounds
+            self.offsets = None
+            self.raw = counts
             self.totals = list(counts)
-        elif counts != self.raw:
-            self.totals = [t + ((c - r) % U32) for t, c, r in zip(self.totals, counts, self.raw)]
+            return self.totals
+        if counts == self.raw:
+            return self.totals
+        if not all(map(operator.ge, counts, self.raw)):  # some bin wrapped since the last read
+            offsets = self.offsets or [0] * len(counts)
+            self.offsets = [o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)]
         self.raw = counts
+        self.totals = list(counts) if self.offsets is None else list(map(operator.add, counts, self.offsets))
         return self.totals
 
     def reset(self) -> None:
@@ -105,6 +116,7 @@ class VolumeState:
     serial: str
     volume_id: str
     labels: str  # pre-rendered volume_id="...",device="..."
+    device_labels: str  # pre-rendered device="..."
     identity: ControllerIdentity | None = None
     identify_attempts: int = 0
     reason: str | None = None
@@ -119,8 +131,16 @@ class VolumeState:
     def for_device(cls, device: NvmeDevice) -> VolumeState:
         name = device.name
         volume_id = device.volume_id or device.serial or name
-        labels = f'volume_id="{escape_label(volume_id)}",device="{escape_label(name)}"'
-        return cls(device=device, name=name, serial=device.serial, volume_id=volume_id, labels=labels)
+        device_labels = f'device="{escape_label(name)}"'
+        labels = f'volume_id="{escape_label(volume_id)}",{device_labels}'
+        return cls(
+            device=device,
+            name=name,
+            serial=device.serial,
+            volume_id=volume_id,
+            labels=labels,
+            device_labels=device_labels,
+        )
 
     def count_error(self, reason: str) -> None:
         self.errors[reason] = self.errors.get(reason, 0) + 1
@@ -141,6 +161,7 @@ class DeviceHealth:
     name: str
     up: bool
     errors: dict[str, int]
+    labels: str = ""  # pre-rendered device="...", when the state it comes from has it
 
 
 @dataclass(frozen=True)
@@ -251,7 +272,7 @@ class Collector:
                 self._fail(state, reason_for(error), str(error))
             else:
                 self._fail(state, TIMEOUT, f"no answer within {self.device_timeout:g} s")
-        health = [DeviceHealth(s.name, s.reason is None, dict(s.errors)) for s in states]
+        health = [DeviceHealth(s.name, s.reason is None, dict(s.errors), s.device_labels) for s in states]
         health += self._missing_health(missing)
         return Snapshot(
             samples=samples,
@@ -354,7 +375,7 @@ class Collector:
                 placeholder = NvmeDevice(name, "", (), None, "", "", "", VolumeKind.OTHER, "")
                 state = self.missing[name] = VolumeState.for_device(placeholder)
             self._fail(state, "not_found", "named in EBS_DEVICE, but no such NVMe device was discovered")
-            health.append(DeviceHealth(name, False, dict(state.errors)))
+            health.append(DeviceHealth(name, False, dict(state.errors), state.device_labels))
         for found in self.missing.keys() - set(missing):
             del self.missing[found]
         return health

@@ -15,9 +15,7 @@ from . import __version__
 from .app import App
 from .collector import Collector, Selector
 from .http_server import HttpServer
-from .simulate import SimulatedSource
 from .sources import HostSource, Source
-from .webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -110,15 +108,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"invalid telemetry path {args.path!r}: want an absolute path other than / and /healthz")
     if not 1 <= args.simulate_bins <= 64:
         parser.error("--simulate.bins must be 1 to 64")
-    try:
-        args.tls = load_web_config(args.web_config) if args.web_config else None
-    except WebConfigError as e:
-        parser.error(f"--web.config.file: {e}")
+    args.tls = None
+    if args.web_config:  # imported only when asked for: YAML and its parser cost memory
+        from .webconfig import WebConfigError, load_web_config
+
+        try:
+            args.tls = load_web_config(args.web_config)
+        except WebConfigError as e:
+            parser.error(f"--web.config.file: {e}")
     return args
 
 
 def make_source(args: argparse.Namespace) -> Source:
     if args.simulate:
+        from .simulate import SimulatedSource
+
         return SimulatedSource(args.simulate, args.simulate_bins)
     return HostSource(args.sysfs, args.dev)
 

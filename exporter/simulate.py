@@ -8,9 +8,12 @@ and collector as a device's answer. Deterministic for a given volume index.
 
 from __future__ import annotations
 
+import array
+import functools
 import math
 import random
 import struct
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +25,9 @@ from nvme_ebs import pages as pg
 from nvme_ebs.model import EBS_MODEL
 
 U32 = 1 << 32
+# Where the count of bin 0 of each histogram sits, in 32-bit words; the next bin's is 6 words on.
+_READ_COUNT_WORD = (pg.READ_HISTOGRAM_OFFSET + 8 + 16) // 4
+_WRITE_COUNT_WORD = (pg.WRITE_HISTOGRAM_OFFSET + 8 + 16) // 4
 MAX_STEPS = 60  # sub-steps per read: limits are judged per second, like AWS samples them
 
 
@@ -53,6 +59,33 @@ def _latency_weights(bounds: Sequence[tuple[int, int]], median_us: float, sigma:
     return [1.0 - cdf(lo) if i == last else cdf(hi) - cdf(lo) for i, (lo, hi) in enumerate(bounds)]
 
 
+# What volumes with the same bins and latency profile share, computed once.
+@functools.cache
+def _bounds(num_bins: int) -> tuple[tuple[int, int], ...]:
+    return tuple(pg.power_of_two_bounds(num_bins))
+
+
+@functools.cache
+def _weights(num_bins: int, median_us: float) -> tuple[float, ...]:
+    return tuple(_latency_weights(_bounds(num_bins), median_us))
+
+
+@functools.cache
+def _live_bins(num_bins: int, median_us: float) -> tuple[slice, tuple[tuple[float, float], ...]]:
+    """The bins a volume of this profile ever counts in (the others' share is too small to ever
+    reach one I/O, so they stay zero), with their weights when normal and when throttled."""
+    normal, throttled = _weights(num_bins, median_us), _weights(num_bins, median_us * 4)
+    live = [i for i, (a, b) in enumerate(zip(normal, throttled)) if max(a, b) > 1e-15]
+    chosen = slice(live[0], live[-1] + 1) if live else slice(0, 0)
+    return chosen, tuple(zip(normal[chosen], throttled[chosen]))
+
+
+@functools.cache
+def _empty_page(num_bins: int) -> bytes:
+    empty = [(lo, hi, 0) for lo, hi in _bounds(num_bins)]
+    return pg.encode_stats_page(None, empty, empty)
+
+
 class SimulatedVolume:
     def __init__(self, index: int, num_bins: int = 28) -> None:
         rng = random.Random(index)
@@ -64,19 +97,24 @@ class SimulatedVolume:
         self.period = rng.uniform(120, 600)  # seconds per swing of demand
         self.phase = rng.uniform(0, 2 * math.pi)
         self.io_size = rng.choice((16384, 32768, 65536))
-        bounds = pg.power_of_two_bounds(num_bins)
-        self.bounds = bounds
-        self.normal = _latency_weights(bounds, self.profile.median_latency_us)
-        self.throttled = _latency_weights(bounds, self.profile.median_latency_us * 4)
         self.counters = dict.fromkeys(pg.COUNTER_FIELDS, 0.0)
-        self.read_bins = [0.0] * num_bins
-        self.write_bins = [0.0] * num_bins
-        empty = [(lo, hi, 0) for lo, hi in bounds]
-        self.page = bytearray(pg.encode_stats_page(None, empty, empty))
-        # Whole bins are packed (bounds and count): pad bytes in a Struct would write zeros over the bounds.
-        self._bins = struct.Struct("<" + "QQI4x" * num_bins)
+        # I/Os so far under each latency profile: a bin's count is their weighted sum, so a step
+        # costs the same whatever the number of bins.
+        self.ops = {(write, throttled): 0.0 for write in (False, True) for throttled in (False, True)}
+        self._live, self._live_weights = _live_bins(num_bins, self.profile.median_latency_us)
+        self._empty_page = _empty_page(num_bins)  # shared: each read writes a fresh copy
         self.last: float | None = None
-        self.identity_page = pg.encode_identify(self.serial, block_device_mapping=self.mapping)
+        self._device = NvmeDevice(
+            controller=self.controller,
+            controller_path=f"simulated:{self.controller}",
+            namespaces=(f"{self.controller}n1",),
+            block_device=None,
+            model=EBS_MODEL,
+            serial=self.serial,
+            firmware="2.0",
+            kind=VolumeKind.EBS,
+            transport="simulated",
+        )
 
     def _demand(self, t: float) -> float:
         """Demand as a share of the IOPS limit: mostly below 1, peaks above it."""
@@ -94,7 +132,6 @@ class SimulatedVolume:
             iops = min(iops, p.throughput_limit / self.io_size)
         ops = iops * dt
         reads, writes = ops * 0.7, ops * 0.3
-        latency = self.throttled if throttled else self.normal
         mean_us = p.median_latency_us * (4 if throttled else 1) * 1.38  # log-normal mean, sigma 0.8
         c["total_read_ops"] += reads
         c["total_write_ops"] += writes
@@ -111,9 +148,8 @@ class SimulatedVolume:
         if tp_demand > p.throughput_limit * INSTANCE_HEADROOM:
             c["ec2_instance_ebs_performance_exceeded_tp_us"] += dt * 1e6
         c["volume_queue_length"] = iops * mean_us / 1e6  # Little's law
-        for i, w in enumerate(latency):
-            self.read_bins[i] += reads * w
-            self.write_bins[i] += writes * w
+        self.ops[False, throttled] += reads
+        self.ops[True, throttled] += writes
 
     def read_page(self, now: float) -> bytes:
         if self.last is None:  # attached a while ago: start with some history
@@ -124,27 +160,29 @@ class SimulatedVolume:
             self._step(self.last + dt * (k + 1) / steps, dt / steps)
         self.last = now
         values = [int(self.counters[name]) for name in pg.COUNTER_FIELDS]
-        struct.pack_into("<11Q", self.page, 8, *values)
-        self._bins.pack_into(self.page, pg.READ_HISTOGRAM_OFFSET + 8, *self._flat_bins(self.read_bins))
-        self._bins.pack_into(self.page, pg.WRITE_HISTOGRAM_OFFSET + 8, *self._flat_bins(self.write_bins))
-        return bytes(self.page)
+        page = bytearray(self._empty_page)
+        struct.pack_into("<11Q", page, 8, *values)
+        words = memoryview(page).cast("I")
+        live = self._live
+        for write, first in ((False, _READ_COUNT_WORD), (True, _WRITE_COUNT_WORD)):
+            counts = self._counts(self.ops[write, False], self.ops[write, True])
+            words[first + 6 * live.start : first + 6 * live.stop : 6] = counts
+        words.release()
+        return bytes(page)
 
-    def _flat_bins(self, counts: list[float]) -> list[int]:
-        # 32-bit counts wrap, as on a real device.
-        return [v for (lo, hi), n in zip(self.bounds, counts) for v in (lo, hi, int(n) % U32)]
+    def _counts(self, normal_ops: float, throttled_ops: float) -> array.array[int]:
+        """The live bins' counts, 32 bits wide and wrapping as on a real device, in page byte order."""
+        counts = array.array("I", [int(normal_ops * a + throttled_ops * b) % U32 for a, b in self._live_weights])
+        if sys.byteorder != "little":
+            counts.byteswap()
+        return counts
+
+    @property
+    def identity_page(self) -> bytes:
+        return pg.encode_identify(self.serial, block_device_mapping=self.mapping)
 
     def device(self) -> NvmeDevice:
-        return NvmeDevice(
-            controller=self.controller,
-            controller_path=f"simulated:{self.controller}",
-            namespaces=(f"{self.controller}n1",),
-            block_device=None,
-            model=EBS_MODEL,
-            serial=self.serial,
-            firmware="2.0",
-            kind=VolumeKind.EBS,
-            transport="simulated",
-        )
+        return self._device
 
 
 class SimulatedSource:

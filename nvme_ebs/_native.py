@@ -3,6 +3,7 @@ and its structs into the dataclasses of nvme_ebs.model."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ._nvme_ebs_c import ffi, lib
@@ -42,32 +43,73 @@ def _format_error(code: int, out: Any, device: str | None) -> PageFormatError:
     return PageFormatError("unknown", f"decoder code {code}", device)
 
 
-def _histogram(hist: Any) -> LatencyHistogram:
-    n = hist.num_bins
-    return LatencyHistogram(
-        tuple(ffi.unpack(hist.lower_us, n)),
-        tuple(ffi.unpack(hist.upper_us, n)),
-        tuple(ffi.unpack(hist.count, n)),
-    )
+# A device's bin edges hardly ever change: the tuples of edges read last are handed out again
+# (cheaper than unpacking them, and callers comparing edges find the same objects).
+# Keyed by the raw bytes of num_bins and both edge arrays; bounded, so odd devices cannot grow it.
+_BOUNDS_BYTES = ffi.offsetof("struct nvme_ebs_histogram", "count")
+_HIST_OFFSETS = (
+    ffi.offsetof("struct nvme_ebs_stats", "read_hist"),
+    ffi.offsetof("struct nvme_ebs_stats", "write_hist"),
+)
+_BOUNDS_CACHE_SIZE = 64
+_bounds_cache: dict[bytes, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _histogram(hist: Any, raw: Any, offset: int) -> LatencyHistogram:
+    """`raw` is a buffer over the whole decoded struct, `offset` where `hist` sits in it."""
+    key = raw[offset : offset + _BOUNDS_BYTES]
+    bounds = _bounds_cache.get(key)
+    if bounds is None:
+        n = hist.num_bins
+        bounds = (tuple(ffi.unpack(hist.lower_us, n)), tuple(ffi.unpack(hist.upper_us, n)))
+        if len(_bounds_cache) >= _BOUNDS_CACHE_SIZE:
+            _bounds_cache.clear()
+        _bounds_cache[key] = bounds
+    return LatencyHistogram(bounds[0], bounds[1], tuple(ffi.unpack(hist.count, len(bounds[0]))))
+
+
+# _stats passes EbsStats' fields by position: make a reordering of the dataclass fail loudly.
+_STATS_FIELDS = (
+    "kind",
+    "version",
+    "total_read_ops",
+    "total_write_ops",
+    "total_read_bytes",
+    "total_write_bytes",
+    "total_read_time_us",
+    "total_write_time_us",
+    "ebs_volume_performance_exceeded_iops_us",
+    "ebs_volume_performance_exceeded_tp_us",
+    "ec2_instance_ebs_performance_exceeded_iops_us",
+    "ec2_instance_ebs_performance_exceeded_tp_us",
+    "volume_queue_length",
+    "read_io_latency_histogram",
+    "write_io_latency_histogram",
+)
+if tuple(f.name for f in dataclasses.fields(EbsStats)) != _STATS_FIELDS:
+    raise ImportError("nvme_ebs._native is out of step with the fields of EbsStats")
 
 
 def _stats(out: Any) -> EbsStats:
+    """`out` must come from ffi.new (zero-filled): the bounds cache keys on the unused bins too."""
+    raw = ffi.buffer(out)
+    # Positional, in EbsStats' field order: keywords cost more than the rest of the call.
     return EbsStats(
-        kind=_PAGE_KINDS[out.kind],
-        version=out.version,
-        total_read_ops=out.total_read_ops,
-        total_write_ops=out.total_write_ops,
-        total_read_bytes=out.total_read_bytes,
-        total_write_bytes=out.total_write_bytes,
-        total_read_time_us=out.total_read_time_us,
-        total_write_time_us=out.total_write_time_us,
-        ebs_volume_performance_exceeded_iops_us=out.ebs_volume_performance_exceeded_iops_us,
-        ebs_volume_performance_exceeded_tp_us=out.ebs_volume_performance_exceeded_tp_us,
-        ec2_instance_ebs_performance_exceeded_iops_us=out.ec2_instance_ebs_performance_exceeded_iops_us,
-        ec2_instance_ebs_performance_exceeded_tp_us=out.ec2_instance_ebs_performance_exceeded_tp_us,
-        volume_queue_length=out.volume_queue_length,
-        read_io_latency_histogram=_histogram(out.read_hist),
-        write_io_latency_histogram=_histogram(out.write_hist),
+        _PAGE_KINDS[out.kind],
+        out.version,
+        out.total_read_ops,
+        out.total_write_ops,
+        out.total_read_bytes,
+        out.total_write_bytes,
+        out.total_read_time_us,
+        out.total_write_time_us,
+        out.ebs_volume_performance_exceeded_iops_us,
+        out.ebs_volume_performance_exceeded_tp_us,
+        out.ec2_instance_ebs_performance_exceeded_iops_us,
+        out.ec2_instance_ebs_performance_exceeded_tp_us,
+        out.volume_queue_length,
+        _histogram(out.read_hist, raw, _HIST_OFFSETS[0]),
+        _histogram(out.write_hist, raw, _HIST_OFFSETS[1]),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
+from typing import Callable
 
 from .model import NvmeDevice, VolumeKind
 
@@ -16,10 +16,10 @@ _PATH_NAMESPACE = re.compile(r"nvme([0-9]+)c[0-9]+n([0-9]+)")
 _ATTR_LIMIT = 256
 
 
-def _read_attr(directory: Path, name: str) -> str:
+def _read_attr(directory: str, name: str) -> str:
     """A short attribute file; anything but a regular file (a FIFO in a crafted tree) reads as empty."""
     try:
-        fd = os.open(directory / name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(f"{directory}/{name}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
     try:
@@ -36,7 +36,7 @@ def _natural(name: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"[0-9]+", name))
 
 
-def _entries(directory: Path, pattern: re.Pattern[str]) -> list[str]:
+def _entries(directory: str, pattern: re.Pattern[str]) -> list[str]:
     try:
         names = os.listdir(directory)
     except OSError:
@@ -44,29 +44,34 @@ def _entries(directory: Path, pattern: re.Pattern[str]) -> list[str]:
     return sorted((n for n in names if pattern.fullmatch(n)), key=_natural)
 
 
-def _subsystem_namespaces(sysfs: Path, controller: str) -> list[str] | None:
-    """The namespace heads of the subsystem that holds `controller`, if one does."""
-    root = sysfs / "class" / "nvme-subsystem"
+def _subsystem_index(sysfs: str) -> dict[str, str]:
+    """controller name -> the nvme-subsystem directory that holds it (the first one listed)."""
+    root = f"{sysfs}/class/nvme-subsystem"
+    index: dict[str, str] = {}
     try:
         subsystems = os.listdir(root)
     except OSError:
-        return None
+        return index
     for subsystem in subsystems:
-        if os.path.lexists(root / subsystem / controller):
-            return _entries(root / subsystem, _NAMESPACE)
-    return None
+        try:
+            names = os.listdir(f"{root}/{subsystem}")
+        except OSError:
+            continue
+        for name in names:
+            index.setdefault(name, f"{root}/{subsystem}")
+    return index
 
 
-def _namespaces(sysfs: Path, controller_dir: Path, controller: str) -> list[str]:
+def _namespaces(controller_dir: str, controller: str, subsystems: Callable[[], dict[str, str]]) -> list[str]:
     classic = _entries(controller_dir, _NAMESPACE)
     if classic:
         return classic
     paths = _entries(controller_dir, _PATH_NAMESPACE)
     if not paths:
         return []
-    heads = _subsystem_namespaces(sysfs, controller)
-    if heads is not None:
-        return heads
+    subsystem = subsystems().get(controller)
+    if subsystem is not None:
+        return _entries(subsystem, _NAMESPACE)
     # No subsystem directory to ask: derive the head's name from the path node's.
     derived = (_PATH_NAMESPACE.fullmatch(p) for p in paths)
     return sorted({f"nvme{m.group(1)}n{m.group(2)}" for m in derived if m}, key=_natural)
@@ -78,13 +83,20 @@ def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeDevice]:
     Only names of the kernel's own shape (nvme<N>, nvme<N>n<M>) are taken, so a crafted
     sysfs tree cannot steer a later open() outside `dev`.
     """
-    sysfs_root = Path(sysfs)
-    class_dir = sysfs_root / "class" / "nvme"
+    class_dir = f"{sysfs}/class/nvme"
+    index: dict[str, str] | None = None
+
+    def subsystems() -> dict[str, str]:  # listed once, and only if a multipath controller needs it
+        nonlocal index
+        if index is None:
+            index = _subsystem_index(sysfs)
+        return index
+
     devices = []
     for controller in _entries(class_dir, _CONTROLLER):
-        cdir = class_dir / controller
+        cdir = f"{class_dir}/{controller}"
         model = _read_attr(cdir, "model")
-        namespaces = tuple(_namespaces(sysfs_root, cdir, controller))
+        namespaces = tuple(_namespaces(cdir, controller, subsystems))
         devices.append(
             NvmeDevice(
                 controller=controller,
