@@ -10,10 +10,11 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 CHECKOV_VENV ?= .venv-checkov
-# Debian packages: the compiler and kernel headers for the C module and the fake controller,
+# Debian packages: clang/llvm for fuzzing the C decoders (fuzz/); the compiler and kernel headers for the C module and the fake controller,
 # prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel tests.
-APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk
-NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk
+APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk \
+	clang-14 libclang-rt-14-dev llvm-14
+NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14
 
 .PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 
@@ -103,3 +104,7 @@ undeploy: ## delete what deploy/ created
 
 clean: ## remove build outputs and the virtualenvs
 	rm -rf $(VENV) $(CHECKOV_VENV) build dist wheelhouse *.egg-info nvme_ebs/*.so .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Fuzzing the C decoders with libFuzzer + ASan/UBSan: fuzz-build, fuzz-ci, fuzz, fuzz-coverage, fuzz-corpus.
+include fuzz/fuzz.mk
+fuzz-corpus: venv
