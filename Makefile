@@ -10,8 +10,9 @@ BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 CHECKOV_VENV ?= .venv-checkov
-# Debian packages: clang/llvm for fuzzing the C decoders (fuzz/); the compiler and kernel headers for the C module and the fake controller,
-# prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel tests.
+# Debian packages: the compiler and kernel headers for the C module and the fake controller,
+# prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel
+# tests, strace and wrk for the reliability tests, clang/llvm for fuzzing the C decoders.
 APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk \
 	clang-14 libclang-rt-14-dev llvm-14
 NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14
