@@ -15,6 +15,7 @@ from . import __version__
 from .app import App
 from .collector import Collector, Selector
 from .http_server import HttpServer
+from .privileges import keep_only_sys_admin
 from .sources import HostSource, Source
 
 log = logging.getLogger("exporter")
@@ -134,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
         stream=sys.stderr,
     )
+    log.info("privileges: %s", keep_only_sys_admin())  # first, while this is the only thread
     selector = Selector(args.device.split(",")) if args.device else Selector()
     collector = Collector(make_source(args), selector, device_timeout=args.timeout)
     app = App(collector, args.path, __version__)

@@ -247,3 +247,19 @@ def test_simulated_volumes_pass_promtool() -> None:
     ]
     assert ops[1] >= ops[0] > 0
     assert sum(1 for k in samples(second) if k[0] == "ebs_read_ops_total") == 3
+
+
+def test_only_cap_sys_admin_is_kept(host: FakeHost) -> None:
+    from exporter.privileges import effective_capabilities
+
+    if effective_capabilities() & ~(1 << 21) == 0:
+        pytest.skip("the test runner holds no capability beyond CAP_SYS_ADMIN: nothing to drop")
+    with Exporter(host.args(), host.env()) as running:
+        assert value(running.metrics(), "ebs_device_up", device="nvme1n1") == 1  # still reads devices
+        with open(f"/proc/{running.proc.pid}/status") as f:
+            status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    for field in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(status[field], 16) == 1 << 21, (field, status[field])
+    assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    assert any("kept only CAP_SYS_ADMIN" in line for line in running.log)
