@@ -9,6 +9,7 @@ from typing import Any
 from ._nvme_ebs_c import ffi, lib
 from .errors import NvmeStatusError, PageFormatError, error_from_errno
 from .model import ControllerIdentity, EbsStats, LatencyHistogram, PageKind
+from .pages import COUNTER_FIELDS
 
 PAGE_SIZE: int = lib.NVME_EBS_PAGE_SIZE
 OPC_IDENTIFY: int = lib.NVME_EBS_OPC_IDENTIFY
@@ -69,23 +70,7 @@ def _histogram(hist: Any, raw: Any, offset: int) -> LatencyHistogram:
 
 
 # _stats passes EbsStats' fields by position: make a reordering of the dataclass fail loudly.
-_STATS_FIELDS = (
-    "kind",
-    "version",
-    "total_read_ops",
-    "total_write_ops",
-    "total_read_bytes",
-    "total_write_bytes",
-    "total_read_time_us",
-    "total_write_time_us",
-    "ebs_volume_performance_exceeded_iops_us",
-    "ebs_volume_performance_exceeded_tp_us",
-    "ec2_instance_ebs_performance_exceeded_iops_us",
-    "ec2_instance_ebs_performance_exceeded_tp_us",
-    "volume_queue_length",
-    "read_io_latency_histogram",
-    "write_io_latency_histogram",
-)
+_STATS_FIELDS = ("kind", "version", *COUNTER_FIELDS, "read_io_latency_histogram", "write_io_latency_histogram")
 if tuple(f.name for f in dataclasses.fields(EbsStats)) != _STATS_FIELDS:
     raise ImportError("nvme_ebs._native is out of step with the fields of EbsStats")
 
