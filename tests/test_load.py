@@ -78,7 +78,7 @@ def _wrk_latency(output: str, percentile: str) -> float:
     return float(match.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[match.group(2)]
 
 
-def test_wrk_and_slowloris_with_prometheus_scraping(tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_wrk_and_slowloris_with_prometheus_scraping(tmp_path: Path, record_property, request) -> None:  # type: ignore[no-untyped-def]
     wrk = shutil.which("wrk")
     if wrk is None:
         if os.environ.get("CI") == "true":
@@ -123,9 +123,14 @@ def test_wrk_and_slowloris_with_prometheus_scraping(tmp_path: Path, record_prope
         p50, p99 = _wrk_latency(out, "50"), _wrk_latency(out, "99")
         for name, value in (("requests", requests), ("p50_s", p50), ("p99_s", p99), ("peak_rss", peak[0])):
             record_property(name, value)
-        print(f"\nwrk {LOAD_SECONDS}s x{CONNECTIONS} + {IDLE_CONNECTIONS} idle: {requests} requests, "
-              f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, peak RSS {peak[0] >> 20} MiB, "
-              f"{slowloris.reopened} slowloris reconnects")  # fmt: skip
+        summary = (f"wrk {LOAD_SECONDS}s x{CONNECTIONS} + {IDLE_CONNECTIONS} idle: {requests} requests, "
+                   f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, peak RSS {peak[0] >> 20} MiB, "
+                   f"{slowloris.reopened} slowloris reconnects")  # fmt: skip
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():  # in the test log without -s
+                reporter.write_line("\n" + summary)
 
         # Prometheus kept scraping through the load: up stayed 1 and samples kept coming
         time.sleep(2)
