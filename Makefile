@@ -17,7 +17,7 @@ APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 bus
 	clang-14 libclang-rt-14-dev llvm-14
 NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14
 
-.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
+.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench soak wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ demo: venv ## serve 3 simulated volumes on :8090 (no EBS needed)
 
 run: venv ## run against this EC2 node's real volumes (needs root)
 	$(VENV)/bin/ebs-exporter
+
+soak: venv ## the churn soak, long (SOAK_SCRAPES=100000 unless set): fds, threads and memory come back
+	SOAK_SCRAPES=$${SOAK_SCRAPES:-100000} $(PY) -m pytest -q -s tests/test_soak.py $(PYTEST_ARGS)
 
 bench: venv ## benchmarks side by side, printed as tables (BENCH_ARGS=--quick: a short run)
 	$(PY) benchmarks/run.py $(BENCH_ARGS)

@@ -181,7 +181,9 @@ class Selector:
     """
 
     def __init__(self, patterns: Sequence[str] = ()) -> None:
-        self.patterns = [os.path.basename(p.strip().rstrip("/")) for p in patterns if p.strip()]
+        # Deduplicated: /dev/nvme1n1 and nvme1n1 name one device, reported once.
+        names = (os.path.basename(p.strip().rstrip("/")) for p in patterns if p.strip())
+        self.patterns = list(dict.fromkeys(names))
 
     def choose(self, devices: Sequence[NvmeDevice]) -> tuple[list[NvmeDevice], list[str]]:
         if not self.patterns:

@@ -153,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = f"{args.simulate} simulated volumes" if args.simulate else f"devices under {args.sysfs}"
     scheme = "https" if args.tls else "http"
     log.info("serving %s on %s:%d%s (%s, version %s)", what, host or "*", server.port, args.path, scheme, __version__)
-    stop.wait()
+    # With a timeout: a signal delivered to another thread only runs its Python handler here,
+    # in the main thread, once this wait returns.
+    while not stop.wait(1.0):
+        pass
     log.info("shutting down")
     server.stop()
     collector.close()

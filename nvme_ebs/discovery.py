@@ -44,15 +44,25 @@ def _entries(directory: str, pattern: re.Pattern[str]) -> list[str]:
     return sorted((n for n in names if pattern.fullmatch(n)), key=_natural)
 
 
+def _inside(sysfs: str) -> Callable[[str], bool]:
+    """A test of whether a path resolves (symlinks followed) to somewhere under `sysfs`."""
+    root = os.path.realpath(sysfs)
+    prefix = root.rstrip("/") + "/"
+    return lambda path: os.path.realpath(path).startswith(prefix)
+
+
 def _subsystem_index(sysfs: str) -> dict[str, str]:
     """controller name -> the nvme-subsystem directory that holds it (the first one listed)."""
     root = f"{sysfs}/class/nvme-subsystem"
     index: dict[str, str] = {}
+    inside = _inside(sysfs)
     try:
         subsystems = os.listdir(root)
     except OSError:
         return index
     for subsystem in subsystems:
+        if not inside(f"{root}/{subsystem}"):
+            continue
         try:
             names = os.listdir(f"{root}/{subsystem}")
         except OSError:
@@ -81,9 +91,11 @@ def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeDevice]:
     """Every NVMe controller under `sysfs`, classified by model, with device paths under `dev`.
 
     Only names of the kernel's own shape (nvme<N>, nvme<N>n<M>) are taken, so a crafted
-    sysfs tree cannot steer a later open() outside `dev`.
+    sysfs tree cannot steer a later open() outside `dev`; and a controller whose directory
+    resolves outside `sysfs` (the kernel's links all stay inside) is not read at all.
     """
     class_dir = f"{sysfs}/class/nvme"
+    inside = _inside(sysfs)
     index: dict[str, str] | None = None
 
     def subsystems() -> dict[str, str]:  # listed once, and only if a multipath controller needs it
@@ -95,6 +107,8 @@ def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeDevice]:
     devices = []
     for controller in _entries(class_dir, _CONTROLLER):
         cdir = f"{class_dir}/{controller}"
+        if not inside(cdir):
+            continue
         model = _read_attr(cdir, "model")
         namespaces = tuple(_namespaces(cdir, controller, subsystems))
         devices.append(
