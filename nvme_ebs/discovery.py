@@ -44,11 +44,25 @@ def _entries(directory: str, pattern: re.Pattern[str]) -> list[str]:
     return sorted((n for n in names if pattern.fullmatch(n)), key=_natural)
 
 
+def _resolved(path: str) -> str:
+    """Where `path` really is, resolved by the kernel (one open, one readlink); realpath() as
+    a fallback where /proc is missing. Both follow every symlink on the way."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+    finally:
+        os.close(fd)
+
+
 def _inside(sysfs: str) -> Callable[[str], bool]:
     """A test of whether a path resolves (symlinks followed) to somewhere under `sysfs`."""
-    root = os.path.realpath(sysfs)
-    prefix = root.rstrip("/") + "/"
-    return lambda path: os.path.realpath(path).startswith(prefix)
+    prefix = _resolved(sysfs).rstrip("/") + "/"
+    return lambda path: (_resolved(path) + "/").startswith(prefix)
 
 
 def _subsystem_index(sysfs: str) -> dict[str, str]:
