@@ -61,10 +61,20 @@ class FakeHost:
 
 
 class Exporter:
-    """`python -m exporter` on a free loopback port; stderr is kept for log assertions."""
+    """`python -m exporter` on a free loopback port; stderr is kept for log assertions.
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 20) -> None:
-        cmd = [sys.executable, "-m", "exporter", "--web.listen-address=127.0.0.1:0", *args]
+    `prefix` runs it as the last arguments of another command (which must exec it);
+    `python_args` replace `-m exporter`."""
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        timeout: float = 20,
+        prefix: Sequence[str] = (),
+        python_args: Sequence[str] = ("-m", "exporter"),
+    ) -> None:
+        cmd = [*prefix, sys.executable, *python_args, "--web.listen-address=127.0.0.1:0", *args]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self._port = threading.Event()

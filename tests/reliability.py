@@ -9,8 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,9 +119,8 @@ TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 class WrappedExporter(Exporter):
-    """The exporter run as the last arguments of `prefix` (which must exec it, so the pid seen
-    here is the exporter's once it serves); `python_args` replace `-m exporter`. Same log
-    handling as Exporter."""
+    """Exporter under a wrapper (strace, unshare, setpriv), signalled and measured through the
+    exporter's own pid rather than the wrapper's."""
 
     def __init__(
         self,
@@ -133,15 +130,7 @@ class WrappedExporter(Exporter):
         timeout: float = 60,
         python_args: Sequence[str] = ("-m", "exporter"),
     ) -> None:
-        cmd = [*prefix, sys.executable, *python_args, "--web.listen-address=127.0.0.1:0", *args]
-        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        self._port = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._read_log, daemon=True).start()
-        if not self._port.wait(timeout):
-            self.stop()
-            raise RuntimeError("exporter did not start:\n" + "".join(self.log))
+        super().__init__(args, env, timeout, prefix, python_args)
 
     @property
     def pid(self) -> int:
