@@ -107,9 +107,12 @@ class Exporter:
         assert status == 200, body
         return body.decode()
 
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+            self.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

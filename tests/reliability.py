@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,16 +148,9 @@ class WrappedExporter(Exporter):
                 return pid
         raise ProcessLookupError(f"no Python process under pid {self.proc.pid}")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def send_signal(self, sig: int) -> None:
         """Signals the exporter itself (strace, on SIGTERM, would detach and leave it running)."""
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            self.proc.send_signal(sig)
