@@ -15,17 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fakenvme import FakeNvme
+from pagesource import MODELS
 from sysfs_fixture import SysfsTree
 
 from nvme_ebs import VolumeKind
 from nvme_ebs import pages as pg
-from nvme_ebs.model import EBS_MODEL, INSTANCE_STORE_MODEL
 
-MODELS = {
-    VolumeKind.EBS: EBS_MODEL,
-    VolumeKind.INSTANCE_STORE: INSTANCE_STORE_MODEL,
-    VolumeKind.OTHER: "QEMU NVMe Ctrl",
-}
 SERVING = re.compile(r"serving .* on (\S*):(\d+)/")
 
 

@@ -9,6 +9,13 @@ from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice, VolumeKind
 from nvme_ebs import pages as pg
 from nvme_ebs.model import EBS_MODEL, INSTANCE_STORE_MODEL
 
+# The model string each kind of controller reports (OTHER: the one QEMU's emulated controller has).
+MODELS = {
+    VolumeKind.EBS: EBS_MODEL,
+    VolumeKind.INSTANCE_STORE: INSTANCE_STORE_MODEL,
+    VolumeKind.OTHER: "QEMU NVMe Ctrl",
+}
+
 
 @dataclass
 class FakeVolume:
@@ -19,7 +26,7 @@ class FakeVolume:
     mapping: str = "sdf"
 
     def device(self) -> NvmeDevice:
-        model = {VolumeKind.EBS: EBS_MODEL, VolumeKind.INSTANCE_STORE: INSTANCE_STORE_MODEL}.get(self.kind, "Other")
+        model = MODELS[self.kind]
         return NvmeDevice(
             self.controller,
             f"mem:{self.controller}",
