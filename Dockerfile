@@ -23,7 +23,7 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY csrc/ csrc/
 COPY nvme_ebs/ nvme_ebs/
-COPY exporter/ exporter/
+COPY ebs_exporter/ ebs_exporter/
 COPY scripts/image-steps.sh scripts/requirements-build.txt scripts/
 RUN PYTHON=python3.12 bash scripts/image-steps.sh wheel /wheels
 

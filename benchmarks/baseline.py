@@ -1,8 +1,8 @@
 """Section 3: the same families through prometheus_client's own renderer, as the baseline.
 
 The snapshot is taken once, in this process, from the simulator; both renderers then write it:
-prometheus_client's `generate_latest` over a registry holding `exporter.families.EbsCollector`,
-and the exporter's direct renderer `exporter.render.render` (encoded to bytes, as served).
+prometheus_client's `generate_latest` over a registry holding `ebs_exporter.client_families.EbsCollector`,
+and the exporter's direct renderer `ebs_exporter.render.render` (encoded to bytes, as served).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as text_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
-from exporter import __version__
-from exporter.collector import Collector
-from exporter.families import EbsCollector
-from exporter.render import render
-from exporter.simulate import SimulatedSource
+from ebs_exporter import __version__
+from ebs_exporter.client_families import EbsCollector
+from ebs_exporter.collector import Collector
+from ebs_exporter.render import render
+from ebs_exporter.simulate import SimulatedSource
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pydecode
 from measure import Summary, per_call
 
 import nvme_ebs
-from exporter.simulate import SimulatedVolume
+from ebs_exporter.simulate import SimulatedVolume
 from nvme_ebs import _native
 
 

@@ -15,13 +15,13 @@ from measure import Summary, per_call
 from prometheus_client.exposition import choose_encoder
 
 import nvme_ebs
-from exporter import __version__
-from exporter.app import GZIP_LEVEL, App, process_registry
-from exporter.collector import Collector
-from exporter.http_server import Request
-from exporter.render import write
-from exporter.simulate import SimulatedSource
-from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice
+from ebs_exporter import __version__
+from ebs_exporter.app import GZIP_LEVEL, App, process_registry
+from ebs_exporter.collector import Collector
+from ebs_exporter.http_server import Request
+from ebs_exporter.render import write
+from ebs_exporter.simulate import SimulatedSource
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeController
 
 CLOCK_START = 1_700_000_000.0
 
@@ -40,14 +40,14 @@ class PreparedPages:
         }
         self.scrape = -1
 
-    def discover(self) -> list[NvmeDevice]:
+    def discover(self) -> list[NvmeController]:
         self.scrape += 1
         return self.devices
 
-    def read_stats(self, device: NvmeDevice) -> EbsStats:
+    def read_stats(self, device: NvmeController) -> EbsStats:
         return nvme_ebs.parse_log_page(self.pages[device.controller][self.scrape], device.controller_path)
 
-    def identify(self, device: NvmeDevice) -> ControllerIdentity:
+    def identify(self, device: NvmeController) -> ControllerIdentity:
         return self.simulated.identify(device)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import struct
 
 from nvme_ebs import EbsStats, LatencyHistogram, PageFormatError, PageKind
-from nvme_ebs import pages as pg
+from nvme_ebs import layout as pg
 
-_HEADER = struct.Struct("<II11Q")
+_HEADER = pg.HEADER
 _NUM_BINS = struct.Struct("<Q")
 _KINDS = {pg.MAGIC_EBS: PageKind.EBS, pg.MAGIC_INSTANCE_STORE: PageKind.INSTANCE_STORE}
 _OPEN_UPPER = (0, (1 << 64) - 1)

@@ -28,7 +28,7 @@ import inprocess
 import scrape
 from measure import linear_fit, machine_details
 
-from exporter import app
+from ebs_exporter import app
 
 MIB = 1 << 20
 # The targets, at the largest volume count and histogram size of the run.
@@ -173,10 +173,10 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[scrape.MemoryResult]
     )  # fmt: skip
     bare = scrape.interpreter_rss("pass")[0]
     client = scrape.interpreter_rss("import prometheus_client")[0]
-    imported = scrape.interpreter_rss("import exporter.main")[0]
+    imported = scrape.interpreter_rss("import ebs_exporter.main")[0]
     print(
         f"\nFor scale, VmRSS of a fresh interpreter: bare {bare / MIB:.1f} MiB, after `import prometheus_client`"
-        f" {client / MIB:.1f} MiB, after `import exporter.main` {imported / MIB:.1f} MiB."
+        f" {client / MIB:.1f} MiB, after `import ebs_exporter.main` {imported / MIB:.1f} MiB."
     )
     return results
 

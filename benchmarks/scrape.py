@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from exporter_harness import FakeHost  # noqa: E402
 from fakenvme import DEFAULT_BUILD_DIR, build_preload  # noqa: E402
 
-from exporter.simulate import SimulatedVolume  # noqa: E402
+from ebs_exporter.simulate import SimulatedVolume  # noqa: E402
 
 # What Prometheus 2.x/3.x sends to a target with the default scrape protocols.
 PROMETHEUS_HEADERS = {
@@ -49,12 +49,12 @@ def _free_port() -> int:
 
 
 class ExporterProcess:
-    """`python -m exporter` on a loopback port, scraped over one kept-alive connection."""
+    """`python -m ebs_exporter` on a loopback port, scraped over one kept-alive connection."""
 
     def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, timeout: float = 60) -> None:
         self.port = _free_port()
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args]
+        cmd = [sys.executable, "-m", "ebs_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args]
         started = time.perf_counter()
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log)

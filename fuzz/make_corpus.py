@@ -16,21 +16,21 @@ import struct
 import sys
 from pathlib import Path
 
-from nvme_ebs import pages
+from nvme_ebs import testing
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 U64_MAX = (1 << 64) - 1
-PAGE = pages.PAGE_SIZE
+PAGE = testing.PAGE_SIZE
 
 Bins = list[tuple[int, int, int]]
 
 # Distinct, byte-rich counter values: a counter decoded from the wrong place shows.
-COUNTERS = {name: 0x0101_0101_0101_0101 * (k + 1) + k for k, name in enumerate(pages.COUNTER_FIELDS)}
+COUNTERS = {name: 0x0101_0101_0101_0101 * (k + 1) + k for k, name in enumerate(testing.COUNTER_FIELDS)}
 
 
 def aws(num_bins: int = 28, open_last: bool = True) -> Bins:
     """Power-of-two edges as AWS reports them, counts 10, 11, ..."""
-    return [(lo, hi, 10 + i) for i, (lo, hi) in enumerate(pages.power_of_two_bounds(num_bins, open_last))]
+    return [(lo, hi, 10 + i) for i, (lo, hi) in enumerate(testing.power_of_two_bounds(num_bins, open_last))]
 
 
 def with_bin(bins: Bins, index: int, lower: int, upper: int) -> Bins:
@@ -39,8 +39,8 @@ def with_bin(bins: Bins, index: int, lower: int, upper: int) -> Bins:
     return out
 
 
-def stats_page(read: pages.Bins = (), write: pages.Bins = (), **kwargs: int) -> bytes:
-    return pages.encode_stats_page(COUNTERS, read, write, **kwargs)
+def stats_page(read: testing.Bins = (), write: testing.Bins = (), **kwargs: int) -> bytes:
+    return testing.encode_stats_page(COUNTERS, read, write, **kwargs)
 
 
 def garbage_past_num_bins() -> bytes:
@@ -48,8 +48,8 @@ def garbage_past_num_bins() -> bytes:
     page = bytearray(stats_page(aws(10), aws(10)))
     page[96:512] = b"\xee" * 416
     page[3600:PAGE] = b"\xee" * (PAGE - 3600)
-    for base in (pages.READ_HISTOGRAM_OFFSET, pages.WRITE_HISTOGRAM_OFFSET):
-        for i in range(10, pages.MAX_BINS):
+    for base in (testing.READ_HISTOGRAM_OFFSET, testing.WRITE_HISTOGRAM_OFFSET):
+        for i in range(10, testing.MAX_BINS):
             struct.pack_into("<QQII", page, base + 8 + 24 * i, 1000 - i, 3, 0xFFFFFFFF, 0xEEEEEEEE)
         for i in range(10):
             struct.pack_into("<I", page, base + 8 + 24 * i + 20, 0xEEEEEEEE)
@@ -68,7 +68,7 @@ def stats_seeds() -> dict[str, bytes]:
         "ok--ebs-64-bins": stats_page(aws(64), aws(64)),
         "ok--ebs-0-bins": stats_page(),
         "ok--ebs-read-28-write-5": stats_page(aws(), aws(5)),
-        "ok--instance-store-28-bins": stats_page(aws(), aws(), magic=pages.MAGIC_INSTANCE_STORE),
+        "ok--instance-store-28-bins": stats_page(aws(), aws(), magic=testing.MAGIC_INSTANCE_STORE),
         "ok--version-1": stats_page(aws(), aws(), version=1),
         "ok--version-ffffffff": stats_page(aws(), aws(), version=0xFFFFFFFF),
         "ok--open-last-bin-upper-0": stats_page([(0, 10, 1), (10, 20, 2), (20, 0, 3)], aws(3)),
@@ -86,7 +86,7 @@ def stats_seeds() -> dict[str, bytes]:
         # magic
         "magic--zero-page": bytes(PAGE),
         "magic--byte-swapped": stats_page(aws(), aws(), magic=0x10B5233C),
-        "magic--off-by-one": stats_page(aws(), aws(), magic=pages.MAGIC_EBS + 1),
+        "magic--off-by-one": stats_page(aws(), aws(), magic=testing.MAGIC_EBS + 1),
         # num_bins
         "num_bins--read-65": stats_page(aws(64), aws(), read_num_bins=65),
         "num_bins--write-65": stats_page(aws(), aws(64), write_num_bins=65),
@@ -107,7 +107,7 @@ def stats_seeds() -> dict[str, bytes]:
 
 
 def identify_seeds() -> dict[str, bytes]:
-    ebs = pages.encode_identify("vol0123456789abcdef0", block_device_mapping="sdf")
+    ebs = testing.encode_identify("vol0123456789abcdef0", block_device_mapping="sdf")
     nul_padded = bytearray(PAGE)
     struct.pack_into("<HH", nul_padded, 0, 0x1D0F, 0x1D0F)
     nul_padded[4:24] = b"vol0aaaabbbbccccdddd"
@@ -118,13 +118,13 @@ def identify_seeds() -> dict[str, bytes]:
     embedded_nul[24:64] = b"Amazon\x00Elastic Block Store".ljust(40, b" ")
     return {
         "ok--ebs-sdf": ebs,
-        "ok--ebs-dev-xvdf": pages.encode_identify("vol0fedcba9876543210", block_device_mapping="/dev/xvdf"),
-        "ok--instance-store": pages.encode_identify(
+        "ok--ebs-dev-xvdf": testing.encode_identify("vol0fedcba9876543210", block_device_mapping="/dev/xvdf"),
+        "ok--instance-store": testing.encode_identify(
             "AWS1A2B3C4D5E6F7A8B9", model="Amazon EC2 NVMe Instance Storage", firmware="0"
         ),
         "ok--nul-padded": bytes(nul_padded),
         "ok--embedded-nul": bytes(embedded_nul),
-        "ok--full-width-fields": pages.encode_identify(
+        "ok--full-width-fields": testing.encode_identify(
             "S" * 20, model="M" * 40, firmware="F" * 8, block_device_mapping="B" * 32
         ),
         "ok--all-spaces": b" " * PAGE,

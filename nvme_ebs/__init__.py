@@ -3,12 +3,13 @@
 import nvme_ebs
 for d in nvme_ebs.discover():
     if d.kind is nvme_ebs.VolumeKind.EBS:
-        stats = nvme_ebs.open_device(d.controller_path).read_stats()
+        stats = nvme_ebs.DeviceNode(d.controller_path).read_stats()
         print(d.volume_id, stats.total_read_ops, stats.volume_queue_length)
 """
 
 from ._native import parse_identify, parse_log_page
-from .device import Device, open_device
+from ._version import __version__
+from .device import DeviceNode
 from .discovery import discover
 from .errors import (
     DeviceGoneError,
@@ -26,7 +27,7 @@ from .model import (
     EbsStats,
     LatencyBin,
     LatencyHistogram,
-    NvmeDevice,
+    NvmeController,
     PageKind,
     VolumeKind,
     volume_id_from_serial,
@@ -34,8 +35,8 @@ from .model import (
 
 __all__ = [
     "ControllerIdentity",
-    "Device",
     "DeviceGoneError",
+    "DeviceNode",
     "DeviceNotFoundError",
     "DeviceOSError",
     "DevicePermissionError",
@@ -44,15 +45,27 @@ __all__ = [
     "LatencyHistogram",
     "NotAnEbsVolumeError",
     "NotNvmeDeviceError",
-    "NvmeDevice",
+    "NvmeController",
     "NvmeEbsError",
     "NvmeStatusError",
     "PageFormatError",
     "PageKind",
     "VolumeKind",
+    "__version__",
     "discover",
-    "open_device",
     "parse_identify",
     "parse_log_page",
     "volume_id_from_serial",
 ]
+
+# Earlier names, kept importable for a while: each use warns once.
+_RENAMED = {"NvmeDevice": "NvmeController", "Device": "DeviceNode", "open_device": "DeviceNode"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(f"nvme_ebs.{name} is now nvme_ebs.{_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module 'nvme_ebs' has no attribute {name!r}")

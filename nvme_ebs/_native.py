@@ -8,8 +8,8 @@ from typing import Any
 
 from ._nvme_ebs_c import ffi, lib
 from .errors import NvmeStatusError, PageFormatError, error_from_errno
+from .layout import COUNTER_FIELDS
 from .model import ControllerIdentity, EbsStats, LatencyHistogram, PageKind
-from .pages import COUNTER_FIELDS
 
 PAGE_SIZE: int = lib.NVME_EBS_PAGE_SIZE
 OPC_IDENTIFY: int = lib.NVME_EBS_OPC_IDENTIFY

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _native
-from .device import open_device
+from .device import DeviceNode
 from .discovery import discover
 from .errors import NvmeEbsError
 from .model import EbsStats, LatencyHistogram, VolumeKind
@@ -75,7 +75,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         mapping = ""
         if d.kind is not VolumeKind.OTHER:
             try:  # the mapping name needs the identify ioctl: show what we can without it
-                mapping = open_device(d.controller_path).identify().block_device_mapping or ""
+                mapping = DeviceNode(d.controller_path).identify().block_device_mapping or ""
             except NvmeEbsError:
                 mapping = "?"
         rows.append(
@@ -102,7 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    device = open_device(args.device)
+    device = DeviceNode(args.device)
     before: EbsStats | None = None
     shown = 0
     while True:

@@ -1,4 +1,4 @@
-"""A device handle: identify and read statistics by path."""
+"""A device node to send the two admin commands to: identify and read statistics by path."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from .errors import NotAnEbsVolumeError, NvmeEbsError, NvmeStatusError
 from .model import ControllerIdentity, EbsStats, VolumeKind
 
 
-class Device:
-    """An NVMe device node (controller /dev/nvmeX or namespace /dev/nvmeXnY).
+class DeviceNode:
+    """An NVMe device node (controller /dev/nvmeX or namespace /dev/nvmeXnY), by path.
 
     Nothing is held open: every call opens the node read-only, sends one admin
     command and closes it, so a detached volume leaves no file descriptor behind.
@@ -19,7 +19,7 @@ class Device:
         self._identity: ControllerIdentity | None = None
 
     def __repr__(self) -> str:
-        return f"Device({self.path!r})"
+        return f"DeviceNode({self.path!r})"
 
     def identify(self) -> ControllerIdentity:
         """Identify Controller, asked of the device each time."""
@@ -50,7 +50,3 @@ class Device:
         except NvmeEbsError:
             return None
         return identity.model if identity.kind is VolumeKind.OTHER else None
-
-
-def open_device(path: str) -> Device:
-    return Device(path)

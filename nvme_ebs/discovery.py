@@ -7,7 +7,7 @@ import re
 import stat
 from typing import Callable
 
-from .model import NvmeDevice, VolumeKind
+from .model import NvmeController, VolumeKind
 
 _CONTROLLER = re.compile(r"nvme([0-9]+)")
 _NAMESPACE = re.compile(r"nvme([0-9]+)n([0-9]+)")
@@ -101,7 +101,7 @@ def _namespaces(controller_dir: str, controller: str, subsystems: Callable[[], d
     return sorted({f"nvme{m.group(1)}n{m.group(2)}" for m in derived if m}, key=_natural)
 
 
-def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeDevice]:
+def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeController]:
     """Every NVMe controller under `sysfs`, classified by model, with device paths under `dev`.
 
     Only names of the kernel's own shape (nvme<N>, nvme<N>n<M>) are taken, so a crafted
@@ -126,7 +126,7 @@ def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeDevice]:
         model = _read_attr(cdir, "model")
         namespaces = tuple(_namespaces(cdir, controller, subsystems))
         devices.append(
-            NvmeDevice(
+            NvmeController(
                 controller=controller,
                 controller_path=os.path.join(dev, controller),
                 namespaces=namespaces,

@@ -128,7 +128,7 @@ class ControllerIdentity:
 
 
 @dataclass(frozen=True)
-class NvmeDevice:
+class NvmeController:
     """An NVMe controller found in sysfs, with the namespace block devices it serves."""
 
     controller: str

@@ -19,7 +19,7 @@ from pagesource import MODELS
 from sysfs_fixture import SysfsTree
 
 from nvme_ebs import VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 
 SERVING = re.compile(r"serving .* on (\S*):(\d+)/")
 
@@ -56,7 +56,7 @@ class FakeHost:
 
 
 class Exporter:
-    """`python -m exporter` on a free loopback port; stderr is kept for log assertions.
+    """`python -m ebs_exporter` on a free loopback port; stderr is kept for log assertions.
 
     `prefix` runs it as the last arguments of another command (which must exec it);
     `python_args` replace `-m exporter`."""
@@ -67,7 +67,7 @@ class Exporter:
         env: dict[str, str] | None = None,
         timeout: float = 20,
         prefix: Sequence[str] = (),
-        python_args: Sequence[str] = ("-m", "exporter"),
+        python_args: Sequence[str] = ("-m", "ebs_exporter"),
     ) -> None:
         cmd = [*prefix, sys.executable, *python_args, "--web.listen-address=127.0.0.1:0", *args]
         self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)

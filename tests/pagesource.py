@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import nvme_ebs
-from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice, VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeController, VolumeKind
+from nvme_ebs import testing as pg
 from nvme_ebs.model import EBS_MODEL, INSTANCE_STORE_MODEL
 
 # The model string each kind of controller reports (OTHER: the one QEMU's emulated controller has).
@@ -25,9 +25,9 @@ class FakeVolume:
     page: bytes | Exception = b""
     mapping: str = "sdf"
 
-    def device(self) -> NvmeDevice:
+    def device(self) -> NvmeController:
         model = MODELS[self.kind]
-        return NvmeDevice(
+        return NvmeController(
             self.controller,
             f"mem:{self.controller}",
             (f"{self.controller}n1",),
@@ -61,10 +61,10 @@ class PageSource:
     def find(self, controller: str) -> FakeVolume | None:
         return next((v for v in self.volumes if v.controller == controller), None)
 
-    def discover(self) -> list[NvmeDevice]:
+    def discover(self) -> list[NvmeController]:
         return [v.device() for v in self.volumes]
 
-    def read_stats(self, device: NvmeDevice) -> EbsStats:
+    def read_stats(self, device: NvmeController) -> EbsStats:
         self.reads += 1
         volume = self.find(device.controller)
         assert volume is not None
@@ -72,7 +72,7 @@ class PageSource:
             raise volume.page
         return nvme_ebs.parse_log_page(volume.page, device.controller_path)
 
-    def identify(self, device: NvmeDevice) -> ControllerIdentity:
+    def identify(self, device: NvmeController) -> ControllerIdentity:
         volume = self.find(device.controller)
         assert volume is not None
         return nvme_ebs.parse_identify(pg.encode_identify(volume.serial, device.model, "1.0", volume.mapping))

@@ -109,7 +109,7 @@ def capabilities(pid: int) -> dict[str, int]:
     return caps
 
 
-# Runs the exporter exactly as `python -m exporter` does, with tests/heap_probe.py installed first.
+# Runs the exporter exactly as `python -m ebs_exporter` does, with tests/heap_probe.py installed first.
 PROBED_EXPORTER = (
     "-c",
     "import heap_probe, runpy; heap_probe.install(); runpy.run_module('exporter', run_name='__main__', alter_sys=True)",
@@ -127,7 +127,7 @@ class WrappedExporter(Exporter):
         args: Sequence[str],
         env: dict[str, str] | None = None,
         timeout: float = 60,
-        python_args: Sequence[str] = ("-m", "exporter"),
+        python_args: Sequence[str] = ("-m", "ebs_exporter"),
     ) -> None:
         super().__init__(args, env, timeout, prefix, python_args)
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sysfs_fixture import EBS_MODEL, EBS_SERIAL, INSTANCE_STORE_SERIAL, OTHER_MODEL, SysfsTree
 
-from nvme_ebs import pages
+from nvme_ebs import testing
 from nvme_ebs.cli import main
 
-COUNTERS = {name: 1_000_000 * (k + 1) + k for k, name in enumerate(pages.COUNTER_FIELDS)}
+COUNTERS = {name: 1_000_000 * (k + 1) + k for k, name in enumerate(testing.COUNTER_FIELDS)}
 READ_BINS = [(0, 1, 3), (1, 2, 0), (2, 4, 17), (4, 0, 9)]
 WRITE_BINS = [(0, 100, 5), (100, 1000, 4_294_967_295)]
 
@@ -39,14 +39,14 @@ def one_line(text: str) -> str:
 @pytest.fixture
 def stats_file(tmp_path: Path) -> Path:
     path = tmp_path / "stats.bin"
-    path.write_bytes(pages.encode_stats_page(COUNTERS, READ_BINS, WRITE_BINS, version=1))
+    path.write_bytes(testing.encode_stats_page(COUNTERS, READ_BINS, WRITE_BINS, version=1))
     return path
 
 
 @pytest.fixture
 def identify_file(tmp_path: Path) -> Path:
     path = tmp_path / "identify.bin"
-    path.write_bytes(pages.encode_identify(EBS_SERIAL, firmware="2.0", block_device_mapping="/dev/xvdf"))
+    path.write_bytes(testing.encode_identify(EBS_SERIAL, firmware="2.0", block_device_mapping="/dev/xvdf"))
     return path
 
 
@@ -95,7 +95,7 @@ def test_decode_json(stats_file: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_decode_json_instance_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "store.bin"
-    path.write_bytes(pages.encode_stats_page({"total_write_ops": 8}, magic=pages.MAGIC_INSTANCE_STORE))
+    path.write_bytes(testing.encode_stats_page({"total_write_ops": 8}, magic=testing.MAGIC_INSTANCE_STORE))
     assert main(["decode", "--json", str(path)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["kind"] == "instance_store"
@@ -130,15 +130,15 @@ def test_decode_as_subprocess(stats_file: Path, identify_file: Path) -> None:
 def _bad_pages() -> dict[str, tuple[bytes, list[str]]]:
     good = [(0, 1, 1), (1, 2, 1), (2, 4, 1)]
     return {
-        "magic": (pages.encode_stats_page(magic=0xDEADBEEF), ["magic", "0xdeadbeef"]),
-        "short": (pages.encode_stats_page()[:100], ["shorter than 4096"]),
-        "num_bins": (pages.encode_stats_page(write_num_bins=65), ["write latency histogram", "num_bins 65"]),
+        "magic": (testing.encode_stats_page(magic=0xDEADBEEF), ["magic", "0xdeadbeef"]),
+        "short": (testing.encode_stats_page()[:100], ["shorter than 4096"]),
+        "num_bins": (testing.encode_stats_page(write_num_bins=65), ["write latency histogram", "num_bins 65"]),
         "bin_range": (
-            pages.encode_stats_page({}, [(0, 1, 1), (5, 5, 1), (5, 9, 1)]),
+            testing.encode_stats_page({}, [(0, 1, 1), (5, 5, 1), (5, 9, 1)]),
             ["read latency histogram", "bin 1", "lower 5 >= upper 5"],
         ),
         "bin_order": (
-            pages.encode_stats_page({}, good, [(0, 10, 1), (9, 20, 1)]),
+            testing.encode_stats_page({}, good, [(0, 10, 1), (9, 20, 1)]),
             ["write latency histogram", "bin 1", "starts at 9", "ends at 10"],
         ),
     }
@@ -269,7 +269,7 @@ def test_stats_missing_device_as_subprocess(tmp_path: Path) -> None:
 
 def test_stats_on_a_regular_file(tmp_path: Path) -> None:
     path = tmp_path / "not-a-device"
-    path.write_bytes(pages.encode_stats_page())
+    path.write_bytes(testing.encode_stats_page())
     result = run_cli("stats", str(path))
     assert result.returncode == 1
     line = one_line(result.stderr)

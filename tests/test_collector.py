@@ -7,9 +7,9 @@ import time
 
 from pagesource import PageSource, stats_page
 
-from exporter.collector import Collector, Selector, Snapshot
-from nvme_ebs import DevicePermissionError, NvmeDevice, NvmeStatusError, PageFormatError, VolumeKind
-from nvme_ebs import pages as pg
+from ebs_exporter.collector import Collector, Selector, Snapshot
+from nvme_ebs import DevicePermissionError, NvmeController, NvmeStatusError, PageFormatError, VolumeKind
+from nvme_ebs import testing as pg
 
 
 def _volumes(snapshot: Snapshot) -> dict[str, str]:
@@ -86,7 +86,7 @@ def test_failures_are_logged_once_per_change_of_state(caplog) -> None:  # type: 
     source = PageSource()
     volume = source.add("nvme1", "vol0aaaaaaaaaaaaaaaa", DevicePermissionError(13, "/dev/nvme1", "read"))
     collector = Collector(source)
-    with caplog.at_level("INFO", logger="exporter.collector"):
+    with caplog.at_level("INFO", logger="ebs_exporter.collector"):
         for _ in range(5):
             collector.collect()
         volume.page = stats_page(1)
@@ -125,7 +125,7 @@ class _SlowSource(PageSource):
         self.release = threading.Event()
         self.hang = {"nvme2"}
 
-    def read_stats(self, device: NvmeDevice):  # type: ignore[no-untyped-def]
+    def read_stats(self, device: NvmeController):  # type: ignore[no-untyped-def]
         if device.controller in self.hang:
             self.release.wait(30)
         return super().read_stats(device)

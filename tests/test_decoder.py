@@ -1,6 +1,6 @@
 """The compiled decoders (nvme_ebs.parse_log_page / parse_identify) on buffers alone.
 
-Pages come from nvme_ebs.pages and, so that the encoder and the decoder cannot share a
+Pages come from nvme_ebs.testing and, so that the encoder and the decoder cannot share a
 mistake, from struct calls at the literal offsets of the reference table.
 """
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nvme_ebs
-from nvme_ebs import pages
+from nvme_ebs import testing
 
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
@@ -43,7 +43,7 @@ Bin = tuple[int, int, int]
 
 def aws_bins(num_bins: int = 28) -> list[Bin]:
     """Power-of-two edges with an open last bin, counts 100, 101, ..."""
-    return [(lo, hi, 100 + i) for i, (lo, hi) in enumerate(pages.power_of_two_bounds(num_bins))]
+    return [(lo, hi, 100 + i) for i, (lo, hi) in enumerate(testing.power_of_two_bounds(num_bins))]
 
 
 def hand_page(
@@ -55,7 +55,7 @@ def hand_page(
     version: int = 0,
     reserved: int = 0xFFFFFFFF,
 ) -> bytes:
-    """A statistics page written field by field at the table's offsets, without nvme_ebs.pages.
+    """A statistics page written field by field at the table's offsets, without nvme_ebs.testing.
 
     Each bin's reserved u32 is set (to all ones by default): the decoder must not read it.
     """
@@ -118,15 +118,15 @@ def test_each_counter_alone_lands_in_its_own_field() -> None:
 
 def test_encoder_and_hand_built_page_agree() -> None:
     counters = {name: 1000 + k for k, name in enumerate(COUNTER_OFFSETS)}
-    assert set(counters) == set(pages.COUNTER_FIELDS)
+    assert set(counters) == set(testing.COUNTER_FIELDS)
     bins = aws_bins()
-    assert pages.encode_stats_page(counters, bins, bins[:5]) == hand_page(counters, bins, bins[:5], reserved=0)
+    assert testing.encode_stats_page(counters, bins, bins[:5]) == hand_page(counters, bins, bins[:5], reserved=0)
 
 
 def test_counters_at_u64_max() -> None:
-    counters = dict.fromkeys(pages.COUNTER_FIELDS, U64_MAX)
-    stats = nvme_ebs.parse_log_page(pages.encode_stats_page(counters))
-    for name in pages.COUNTER_FIELDS:
+    counters = dict.fromkeys(testing.COUNTER_FIELDS, U64_MAX)
+    stats = nvme_ebs.parse_log_page(testing.encode_stats_page(counters))
+    for name in testing.COUNTER_FIELDS:
         assert getattr(stats, name) == U64_MAX
 
 
@@ -139,7 +139,7 @@ def test_bin_counts_at_u32_max() -> None:
 
 @pytest.mark.parametrize("version", [1, 2, 0xFFFFFFFF])
 def test_non_zero_version_is_reported_not_rejected(version: int) -> None:
-    stats = nvme_ebs.parse_log_page(pages.encode_stats_page({"total_read_ops": 9}, version=version))
+    stats = nvme_ebs.parse_log_page(testing.encode_stats_page({"total_read_ops": 9}, version=version))
     assert stats.version == version
     assert stats.total_read_ops == 9
 
@@ -158,7 +158,7 @@ def test_magic_is_compared_on_32_bits_only() -> None:
 
 
 def test_page_longer_than_4096_is_accepted_and_the_tail_ignored() -> None:
-    base = pages.encode_stats_page({"total_read_ops": 5}, aws_bins(), aws_bins())
+    base = testing.encode_stats_page({"total_read_ops": 5}, aws_bins(), aws_bins())
     longer = base + b"\xff" * 4096
     assert nvme_ebs.parse_log_page(longer) == nvme_ebs.parse_log_page(base)
 
@@ -179,14 +179,14 @@ def test_reserved_areas_are_ignored() -> None:
 @pytest.mark.parametrize("num_bins", [0, 1, 28, 64])
 def test_histogram_sizes(num_bins: int) -> None:
     bins = aws_bins(num_bins)
-    stats = nvme_ebs.parse_log_page(pages.encode_stats_page({}, bins, bins[: num_bins // 2]))
+    stats = nvme_ebs.parse_log_page(testing.encode_stats_page({}, bins, bins[: num_bins // 2]))
     assert bins_of(stats.read_io_latency_histogram) == bins
     assert bins_of(stats.write_io_latency_histogram) == bins[: num_bins // 2]
     assert len(stats.read_io_latency_histogram) == num_bins
 
 
 def test_aws_28_bins_edges() -> None:
-    hist = nvme_ebs.parse_log_page(pages.encode_stats_page({}, aws_bins())).read_io_latency_histogram
+    hist = nvme_ebs.parse_log_page(testing.encode_stats_page({}, aws_bins())).read_io_latency_histogram
     assert len(hist) == 28
     assert hist[0] == nvme_ebs.LatencyBin(0, 1, 100)
     assert hist[1] == nvme_ebs.LatencyBin(1, 2, 101)
@@ -196,7 +196,7 @@ def test_aws_28_bins_edges() -> None:
 
 
 def test_empty_histogram_is_not_open_ended() -> None:
-    hist = nvme_ebs.parse_log_page(pages.encode_stats_page()).read_io_latency_histogram
+    hist = nvme_ebs.parse_log_page(testing.encode_stats_page()).read_io_latency_histogram
     assert len(hist) == 0
     assert list(hist) == []
     assert not hist.open_ended
@@ -206,7 +206,7 @@ def test_empty_histogram_is_not_open_ended() -> None:
 def test_num_bins_65_rejected(which: str) -> None:
     good = aws_bins()
     kwargs = {f"{which}_num_bins": 65}
-    err = decode_error(pages.encode_stats_page({}, good, good, **kwargs), "/dev/nvme1n1")
+    err = decode_error(testing.encode_stats_page({}, good, good, **kwargs), "/dev/nvme1n1")
     assert err.check == "num_bins"
     assert f"{which} latency histogram" in str(err)
     assert "65" in str(err)
@@ -215,7 +215,7 @@ def test_num_bins_65_rejected(which: str) -> None:
 
 
 def test_num_bins_huge_rejected_without_reading_past_the_page() -> None:
-    page = bytearray(pages.encode_stats_page())
+    page = bytearray(testing.encode_stats_page())
     struct.pack_into("<Q", page, 2056, U64_MAX)
     err = decode_error(bytes(page))
     assert err.check == "num_bins"
@@ -224,7 +224,7 @@ def test_num_bins_huge_rejected_without_reading_past_the_page() -> None:
 
 @pytest.mark.parametrize("magic", [0, 0xDEADBEEF, 0x3C23B511, 0x10B5233C])
 def test_bad_magic(magic: int) -> None:
-    err = decode_error(pages.encode_stats_page(magic=magic))
+    err = decode_error(testing.encode_stats_page(magic=magic))
     assert err.check == "magic"
     assert f"{magic:#010x}" in str(err)
     assert err.device is None
@@ -232,7 +232,7 @@ def test_bad_magic(magic: int) -> None:
 
 @pytest.mark.parametrize("length", [0, 1, 95, 4095])
 def test_short_buffer(length: int) -> None:
-    err = decode_error(pages.encode_stats_page({}, aws_bins())[:length], "dump.bin")
+    err = decode_error(testing.encode_stats_page({}, aws_bins())[:length], "dump.bin")
     assert err.check == "short"
     assert "4096" in str(err)
     assert "dump.bin" in str(err)
@@ -240,7 +240,7 @@ def test_short_buffer(length: int) -> None:
 
 def test_short_identify_buffer() -> None:
     with pytest.raises(nvme_ebs.PageFormatError) as info:
-        nvme_ebs.parse_identify(pages.encode_identify("vol0123456789abcdef0")[:4095])
+        nvme_ebs.parse_identify(testing.encode_identify("vol0123456789abcdef0")[:4095])
     assert info.value.check == "short"
 
 
@@ -316,7 +316,7 @@ def test_open_last_bin_must_still_start_after_the_previous_one() -> None:
 
 
 def test_latency_histogram_is_a_sequence_of_bins() -> None:
-    hist = nvme_ebs.parse_log_page(pages.encode_stats_page({}, aws_bins(5))).read_io_latency_histogram
+    hist = nvme_ebs.parse_log_page(testing.encode_stats_page({}, aws_bins(5))).read_io_latency_histogram
     assert isinstance(hist, Sequence)
     expected = [
         nvme_ebs.LatencyBin(0, 1, 100),
@@ -407,7 +407,7 @@ def test_identify_empty_mapping_is_none(mapping: bytes) -> None:
     [("sdf", "sdf"), ("/dev/sdf", "sdf"), ("xvdba", "xvdba"), ("/dev/xvdf", "xvdf"), ("", None)],
 )
 def test_identify_mapping_through_the_encoder(mapping: str, expected: str | None) -> None:
-    ident = nvme_ebs.parse_identify(pages.encode_identify("vol0123456789abcdef0", block_device_mapping=mapping))
+    ident = nvme_ebs.parse_identify(testing.encode_identify("vol0123456789abcdef0", block_device_mapping=mapping))
     assert ident.block_device_mapping == expected
 
 
@@ -424,22 +424,22 @@ def test_identify_mapping_through_the_encoder(mapping: str, expected: str | None
     ],
 )
 def test_identify_volume_id(serial: str, volume_id: str | None) -> None:
-    ident = nvme_ebs.parse_identify(pages.encode_identify(serial))
+    ident = nvme_ebs.parse_identify(testing.encode_identify(serial))
     assert ident.serial == serial
     assert ident.volume_id == volume_id
     assert nvme_ebs.volume_id_from_serial(serial) == volume_id
 
 
 def test_identify_instance_store_and_other_models() -> None:
-    store = nvme_ebs.parse_identify(pages.encode_identify("AWS1234567890ABCDEF", "Amazon EC2 NVMe Instance Storage"))
+    store = nvme_ebs.parse_identify(testing.encode_identify("AWS1234567890ABCDEF", "Amazon EC2 NVMe Instance Storage"))
     assert store.kind is nvme_ebs.VolumeKind.INSTANCE_STORE
-    other = nvme_ebs.parse_identify(pages.encode_identify("S6B0", "Samsung SSD 980 PRO 1TB", vid=0x144D))
+    other = nvme_ebs.parse_identify(testing.encode_identify("S6B0", "Samsung SSD 980 PRO 1TB", vid=0x144D))
     assert other.kind is nvme_ebs.VolumeKind.OTHER
     assert other.vid == 0x144D
 
 
 def test_identify_longer_page_accepted() -> None:
-    page = pages.encode_identify("vol0123456789abcdef0", firmware="1.5", block_device_mapping="sdb")
+    page = testing.encode_identify("vol0123456789abcdef0", firmware="1.5", block_device_mapping="sdb")
     assert nvme_ebs.parse_identify(page + b"x" * 100) == nvme_ebs.parse_identify(page)
 
 
@@ -475,7 +475,7 @@ def valid_bins(draw: st.DrawFn, max_bins: int = 64) -> list[Bin]:
     return bins
 
 
-counters_strategy = st.fixed_dictionaries({name: u64 for name in pages.COUNTER_FIELDS})
+counters_strategy = st.fixed_dictionaries({name: u64 for name in testing.COUNTER_FIELDS})
 
 
 @st.composite
@@ -541,14 +541,14 @@ def test_arbitrary_bytes_identify_decodes_or_raises_short(data: bytes) -> None:
 )
 def test_round_trip(counters: dict[str, int], read: list[Bin], write: list[Bin], magic: int, version: int) -> None:
     for page in (
-        pages.encode_stats_page(counters, read, write, magic=magic, version=version),
+        testing.encode_stats_page(counters, read, write, magic=magic, version=version),
         hand_page(counters, read, write, magic=magic, version=version),
     ):
         stats = nvme_ebs.parse_log_page(page)
         expected_kind = nvme_ebs.PageKind.EBS if magic == MAGIC_EBS else nvme_ebs.PageKind.INSTANCE_STORE
         assert stats.kind is expected_kind
         assert stats.version == version
-        assert {name: getattr(stats, name) for name in pages.COUNTER_FIELDS} == counters
+        assert {name: getattr(stats, name) for name in testing.COUNTER_FIELDS} == counters
         assert bins_of(stats.read_io_latency_histogram) == read
         assert bins_of(stats.write_io_latency_histogram) == write
 
@@ -589,9 +589,9 @@ def test_invalid_histograms_raise_the_right_check(
 ) -> None:
     bins, num_bins, check, bad_bin = broken
     if which == "read":
-        page = pages.encode_stats_page({}, bins, good, read_num_bins=num_bins)
+        page = testing.encode_stats_page({}, bins, good, read_num_bins=num_bins)
     else:
-        page = pages.encode_stats_page({}, good, bins, write_num_bins=num_bins)
+        page = testing.encode_stats_page({}, good, bins, write_num_bins=num_bins)
     err = decode_error(page)
     assert err.check == check
     assert f"{which} latency histogram" in str(err)
@@ -600,8 +600,8 @@ def test_invalid_histograms_raise_the_right_check(
 
 
 def test_bytearray_and_memoryview_decode_like_bytes() -> None:
-    page = pages.encode_stats_page({"total_read_ops": 7}, [(0, 1, 3)], [])
+    page = testing.encode_stats_page({"total_read_ops": 7}, [(0, 1, 3)], [])
     for data in (bytearray(page), memoryview(page)):
         assert nvme_ebs.parse_log_page(data).total_read_ops == 7  # type: ignore[arg-type]
-    identify = pages.encode_identify("vol0123456789abcdef0")
+    identify = testing.encode_identify("vol0123456789abcdef0")
     assert nvme_ebs.parse_identify(bytearray(identify)).serial == "vol0123456789abcdef0"  # type: ignore[arg-type]

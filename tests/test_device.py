@@ -11,7 +11,7 @@ from fakenvme import FakeNvme
 from pagesource import stats_page
 
 import nvme_ebs
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 from nvme_ebs.model import PageKind
 
 SERIAL = "vol0123456789abcdef0"
@@ -31,7 +31,7 @@ def _ebs(fake: FakeNvme, name: str = "nvme1", page: bytes | None = None) -> str:
 
 def test_get_log_page_is_sent_exactly_as_specified(fake: FakeNvme) -> None:
     path = _ebs(fake)
-    stats = nvme_ebs.open_device(path).read_stats()
+    stats = nvme_ebs.DeviceNode(path).read_stats()
     assert stats == nvme_ebs.parse_log_page(stats_page(3))
     [cmd] = fake.commands("nvme1")
     assert (cmd["opcode"], cmd["nsid"], cmd["cdw10"], cmd["data_len"]) == (0x02, 1, 0x03FF00D0, 4096)
@@ -41,7 +41,7 @@ def test_get_log_page_is_sent_exactly_as_specified(fake: FakeNvme) -> None:
 
 def test_identify_is_sent_exactly_as_specified(fake: FakeNvme) -> None:
     path = _ebs(fake)
-    identity = nvme_ebs.open_device(path).identify()
+    identity = nvme_ebs.DeviceNode(path).identify()
     assert identity.volume_id == "vol-0123456789abcdef0"
     assert identity.block_device_mapping == "sdf"
     assert identity.vid == 0x1D0F
@@ -52,7 +52,7 @@ def test_identify_is_sent_exactly_as_specified(fake: FakeNvme) -> None:
 
 def test_raw_page_round_trips(fake: FakeNvme) -> None:
     path = _ebs(fake, page=stats_page(5, 64))
-    raw = nvme_ebs.open_device(path).read_stats_page()
+    raw = nvme_ebs.DeviceNode(path).read_stats_page()
     assert raw == stats_page(5, 64)
 
 
@@ -88,7 +88,7 @@ def test_errno_from_the_ioctl_becomes_its_exception(fake: FakeNvme, err: int, cl
     path = _ebs(fake)
     fake.fail_errno("nvme1", err)
     with pytest.raises(cls) as caught:
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     assert isinstance(caught.value, base)
     assert isinstance(caught.value, nvme_ebs.NvmeEbsError)
     assert caught.value.errno == err
@@ -101,7 +101,7 @@ def test_missing_device_is_file_not_found(fake: FakeNvme) -> None:
     path = _ebs(fake)
     fake.remove("nvme1")
     with pytest.raises(FileNotFoundError) as caught:
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     assert isinstance(caught.value, nvme_ebs.DeviceNotFoundError)
     assert path in str(caught.value)
 
@@ -109,7 +109,7 @@ def test_missing_device_is_file_not_found(fake: FakeNvme) -> None:
 def test_eintr_is_retried(fake: FakeNvme) -> None:
     path = _ebs(fake)
     fake.set_eintr("nvme1", 3)
-    assert nvme_ebs.open_device(path).read_stats().total_read_ops > 0
+    assert nvme_ebs.DeviceNode(path).read_stats().total_read_ops > 0
     assert len(fake.commands("nvme1")) == 4
 
 
@@ -117,7 +117,7 @@ def test_nvme_status_carries_sct_sc_and_opcode(fake: FakeNvme) -> None:
     path = _ebs(fake)
     fake.fail_status("nvme1", 0x2109)
     with pytest.raises(nvme_ebs.NvmeStatusError) as caught:
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     e = caught.value
     assert not isinstance(e, nvme_ebs.NotAnEbsVolumeError)  # the model is EBS
     assert (e.status, e.sct, e.sc, e.more, e.dnr, e.opcode) == (0x2109, 1, 0x09, True, False, 0x02)
@@ -128,7 +128,7 @@ def test_refusal_from_a_non_amazon_device_names_its_model(fake: FakeNvme) -> Non
     identify = pg.encode_identify("S6B0NL0T123456K", model="Samsung SSD 980 PRO 1TB", vid=0x144D)
     path = str(fake.add("nvme0", identify, None))  # no page: the fake answers 0x4002 like QEMU
     with pytest.raises(nvme_ebs.NotAnEbsVolumeError) as caught:
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     assert caught.value.model == "Samsung SSD 980 PRO 1TB"
     assert caught.value.sc == 0x02 and caught.value.dnr
     assert "Samsung SSD 980 PRO 1TB" in str(caught.value)
@@ -137,14 +137,14 @@ def test_refusal_from_a_non_amazon_device_names_its_model(fake: FakeNvme) -> Non
 def test_bad_page_from_a_device_is_a_format_error(fake: FakeNvme) -> None:
     path = _ebs(fake, page=pg.encode_stats_page(read_bins=[(0, 1, 1)], read_num_bins=65))
     with pytest.raises(nvme_ebs.PageFormatError) as caught:
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     assert caught.value.check == "num_bins"
     assert path in str(caught.value)
 
 
 def test_instance_store_page(fake: FakeNvme) -> None:
     path = _ebs(fake, page=stats_page(2, magic=pg.MAGIC_INSTANCE_STORE))
-    assert nvme_ebs.open_device(path).read_stats().kind is PageKind.INSTANCE_STORE
+    assert nvme_ebs.DeviceNode(path).read_stats().kind is PageKind.INSTANCE_STORE
 
 
 def test_regular_file_and_fifo_get_no_ioctl(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_regular_file_and_fifo_get_no_ioctl(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     for path in (plain, fifo):  # a FIFO would block a plain open(); it must not hang here
         with pytest.raises(nvme_ebs.NotNvmeDeviceError):
-            nvme_ebs.open_device(str(path)).read_stats()
+            nvme_ebs.DeviceNode(str(path)).read_stats()
 
 
 def test_no_file_descriptor_is_left_open(fake: FakeNvme) -> None:
@@ -163,8 +163,8 @@ def test_no_file_descriptor_is_left_open(fake: FakeNvme) -> None:
     fake.fail_errno("nvme1", errno.EIO)
     for _ in range(50):
         with pytest.raises(nvme_ebs.DeviceOSError):
-            nvme_ebs.open_device(path).read_stats()
+            nvme_ebs.DeviceNode(path).read_stats()
     fake.fail_errno("nvme1", None)
     for _ in range(50):
-        nvme_ebs.open_device(path).read_stats()
+        nvme_ebs.DeviceNode(path).read_stats()
     assert len(os.listdir("/proc/self/fd")) == before

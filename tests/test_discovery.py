@@ -19,7 +19,7 @@ from sysfs_fixture import (
 )
 
 import nvme_ebs
-from nvme_ebs import NvmeDevice, VolumeKind
+from nvme_ebs import NvmeController, VolumeKind
 
 DEV = "/host/dev"
 KERNEL_NAME = re.compile(r"nvme[0-9]+(n[0-9]+)?")
@@ -30,15 +30,15 @@ def tree(tmp_path: Path) -> SysfsTree:
     return SysfsTree(tmp_path / "sys")
 
 
-def discover(tree: SysfsTree, dev: str = DEV) -> list[NvmeDevice]:
+def discover(tree: SysfsTree, dev: str = DEV) -> list[NvmeController]:
     return nvme_ebs.discover(str(tree.root), dev)
 
 
-def by_controller(devices: list[NvmeDevice]) -> dict[str, NvmeDevice]:
+def by_controller(devices: list[NvmeController]) -> dict[str, NvmeController]:
     return {d.controller: d for d in devices}
 
 
-def assert_paths_inside(devices: list[NvmeDevice], dev: str = DEV) -> None:
+def assert_paths_inside(devices: list[NvmeController], dev: str = DEV) -> None:
     for d in devices:
         for path in (d.controller_path, d.block_device):
             if path is None:
@@ -73,7 +73,7 @@ def test_classic_layout_classification(tree: SysfsTree) -> None:
     assert [d.controller for d in devices] == ["nvme0", "nvme1", "nvme2"]
     other, ebs, store = devices
 
-    assert ebs == NvmeDevice(
+    assert ebs == NvmeController(
         controller="nvme1",
         controller_path="/host/dev/nvme1",
         namespaces=("nvme1n1",),

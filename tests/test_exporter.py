@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_pars
 
 import nvme_ebs
 from nvme_ebs import VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 
 PROMTOOL = shutil.which("promtool")
 VOL_A, VOL_B, VOL_C = "vol0aaaaaaaaaaaaaaaa", "vol0bbbbbbbbbbbbbbbb", "vol0cccccccccccccccc"
@@ -228,7 +228,11 @@ def test_bad_flags_give_one_line_and_exit_2(args: list[str], env: dict[str, str]
     import os
 
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=30
+        [sys.executable, "-m", "ebs_exporter", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=30,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
@@ -250,7 +254,7 @@ def test_simulated_volumes_pass_promtool() -> None:
 
 
 def test_only_cap_sys_admin_is_kept(host: FakeHost) -> None:
-    from exporter.privileges import effective_capabilities
+    from ebs_exporter.privileges import effective_capabilities
 
     if effective_capabilities() & ~(1 << 21) == 0:
         pytest.skip("the test runner holds no capability beyond CAP_SYS_ADMIN: nothing to drop")

@@ -24,7 +24,7 @@ from reliability import require_tool, samples, series_of, value
 
 import nvme_ebs
 from nvme_ebs import VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 from nvme_ebs.model import EBS_MODEL
 
 BOUND = 30.0  # seconds: a generous bound on one scrape, far below the hung device's delay

@@ -1,4 +1,4 @@
-"""exporter.http_server over real sockets on 127.0.0.1 (port 0), with and without TLS."""
+"""ebs_exporter.http_server over real sockets on 127.0.0.1 (port 0), with and without TLS."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.http_server import (
+from ebs_exporter.http_server import (
     HttpServer,
     Request,
     Response,
@@ -340,11 +340,11 @@ def test_raising_handler_gets_500_is_logged_and_the_server_keeps_serving(
 ) -> None:
     server = serve()
     client = Client(server.port)
-    with caplog.at_level(logging.ERROR, logger="exporter.http"):
+    with caplog.at_level(logging.ERROR, logger="ebs_exporter.http"):
         status, _, body = client.get("/boom")
     assert status == 500
     assert 0 < len(body) < 100 and b"boom" not in body
-    records = [r for r in caplog.records if r.name == "exporter.http" and r.exc_info]
+    records = [r for r in caplog.records if r.name == "ebs_exporter.http" and r.exc_info]
     assert records and "boom" in str(records[0].exc_info[1])  # type: ignore[index]
     assert client.get()[0] == 200
 
@@ -710,12 +710,12 @@ def test_certificate_is_reloaded_when_the_files_change(
         os.replace(tmp_path / "new", target)
     wait_until(lambda: seen() == fingerprint_of_file(certs["other"][0]), "the new certificate to be served")
 
-    with caplog.at_level(logging.ERROR, logger="exporter.http"):
+    with caplog.at_level(logging.ERROR, logger="ebs_exporter.http"):
         (tmp_path / "new").write_text("not a certificate\n")
         os.replace(tmp_path / "new", cert)
         assert seen() == fingerprint_of_file(certs["other"][0])  # the broken pair is not used
         assert seen() == fingerprint_of_file(certs["other"][0])
-    errors = [r for r in caplog.records if r.name == "exporter.http" and r.levelno >= logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "ebs_exporter.http" and r.levelno >= logging.ERROR]
     assert len(errors) == 1  # logged once, not on every connection
 
 

@@ -203,7 +203,7 @@ def test_fabrics_ebs_identify_and_read_stats(guest: Any, record_property: Any) -
 
 def _exporter_written() -> bool:
     try:
-        return importlib.util.find_spec("exporter.__main__") is not None
+        return importlib.util.find_spec("ebs_exporter.__main__") is not None
     except ImportError:
         return False
 
@@ -215,11 +215,11 @@ def _device_labels(target: dict[str, Any]) -> set[str]:
 
 def test_exporter_keeps_serving_a_refusing_ebs_device(guest: Any) -> None:
     if not _exporter_written():
-        _unavailable("the exporter package (exporter/__main__.py) is not written yet")
+        _unavailable("the exporter package (ebs_exporter/__main__.py) is not written yet")
     from prometheus_client.parser import text_string_to_metric_families
 
     target = _check(guest, "fabrics_target")
-    run = _check(guest, "exporter")
+    run = _check(guest, "ebs_exporter")
     assert run["available"], "exporter importable on the host but not in the guest"
     assert len(run["scrapes"]) == 2, f"exporter died; its log:\n{run['log_tail']}"
     assert run["alive_after_scrapes"], f"exporter died; its log:\n{run['log_tail']}"

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.main import build_parser, parse_listen_address
+from ebs_exporter.main import build_parser, parse_listen_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,7 +187,7 @@ def test_entrypoint_is_the_console_script_the_daemonset_runs(stages: list[Stage]
     [entrypoint] = runtime.all("ENTRYPOINT")
     assert _exec_form(entrypoint) == ["ebs-exporter"]
     scripts = _pyproject()["project"]["scripts"]
-    assert scripts["ebs-exporter"] == "exporter.main:main"
+    assert scripts["ebs-exporter"] == "ebs_exporter.main:main"
     daemonset = yaml.safe_load(DAEMONSET.read_text(encoding="utf-8"))
     [container] = daemonset["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["ebs-exporter"]
@@ -364,7 +364,7 @@ def test_build_context_holds_what_the_image_needs_and_no_more(stages: list[Stage
         "tests/conftest.py",
         "deploy/x.yaml",
         "nvme_ebs/_nvme_ebs_c.abi3.so",
-        "exporter/__pycache__/main.cpython-311.pyc",
+        "ebs_exporter/__pycache__/main.cpython-311.pyc",
         "nvme_ebs/_nvme_ebs_c.c",
         "dist/x.whl",
         "wheelhouse/x.whl",
@@ -424,7 +424,7 @@ def test_cibuildwheel_tests_run_from_the_copied_tests() -> None:
     config = _cibuildwheel_config()
     sources = config["test-sources"]
     assert isinstance(sources, list) and "tests" in sources, sources
-    assert not {"nvme_ebs", "exporter"} & {s.split("/")[0] for s in sources}, "the package must come from the wheel"
+    assert not {"nvme_ebs", "ebs_exporter"} & {s.split("/")[0] for s in sources}, "the package must come from the wheel"
     commands = [str(config["test-command"])]
     overrides = config.get("overrides", [])
     assert isinstance(overrides, list)
@@ -479,7 +479,7 @@ def test_python_floor_holds_for_the_wheel_and_its_tests() -> None:
     assert limited_api and f"{limited_api[1]}.{limited_api[2]}" == floor[1], "abi3 floor != requires-python"
     config = _cibuildwheel_config()
     tests = ["tests/conftest.py", *_test_files(str(config["test-command"]))]
-    files = ["nvme_ebs", "exporter", "csrc/build_ffi.py", *tests, *_local_imports(tests)]
+    files = ["nvme_ebs", "ebs_exporter", "csrc/build_ffi.py", *tests, *_local_imports(tests)]
     result = subprocess.run(
         [vermin, "--no-tips", "--violations", f"-t={floor[1]}-", *files],
         cwd=ROOT,

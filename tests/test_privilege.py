@@ -31,9 +31,9 @@ from pagesource import stats_page
 from reliability import WrappedExporter, capabilities, in_ci, require_tool, samples, value
 
 import nvme_ebs
-from exporter.sources import HostSource
+from ebs_exporter.sources import HostSource
 from nvme_ebs import VolumeKind, _native, _nvme_ebs_c, cli
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 from nvme_ebs._nvme_ebs_c import ffi, lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
     calls = 0
     for path in paths:
         # the typed API, the private module and the compiled functions themselves
-        for entry in (nvme_ebs.open_device(path), nvme_ebs.Device(path)):
+        for entry in (nvme_ebs.DeviceNode(path),):
             for method in (entry.identify, entry.read_stats, entry.read_stats_page):
                 _swallow(method)
                 calls += 1
@@ -265,7 +265,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FakeHost,
 
 def _python_roots() -> list[str]:
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *sysconfig.get_paths().values()}
-    roots |= {str(REPO / "exporter"), str(REPO / "nvme_ebs")}
+    roots |= {str(REPO / "ebs_exporter"), str(REPO / "nvme_ebs")}
     return sorted(os.path.realpath(r) + "/" for r in roots) + sorted(r + "/" for r in roots)
 
 
@@ -390,7 +390,7 @@ def test_documented_paths_answer(served: Exporter, target: str, kind: str) -> No
         "/metrics%00",
         "/healthz/",
         "/etc/",
-        "/exporter/",
+        "/ebs_exporter/",
         "/tests/",
         "/.git/config",
         "/proc/self/environ",

@@ -11,7 +11,7 @@ import pytest
 from exporter_harness import Exporter, FakeHost, wait_for
 from prometheus_server import PrometheusServer
 
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 
 VOLUME = "vol-0aaaaaaaaaaaaaaaa"
 EXCEEDED_SHARE = 0.25  # the IOPS limit is exceeded a quarter of the time

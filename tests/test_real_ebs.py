@@ -16,14 +16,14 @@ pytestmark = [
 
 
 def test_identify_names_an_ebs_volume() -> None:
-    identity = nvme_ebs.open_device(str(DEVICE)).identify()
+    identity = nvme_ebs.DeviceNode(str(DEVICE)).identify()
     assert identity.vid == 0x1D0F
     assert identity.kind is nvme_ebs.VolumeKind.EBS
     assert identity.volume_id is not None and identity.volume_id.startswith("vol-")
 
 
 def test_statistics_page_decodes_and_moves_forward() -> None:
-    device = nvme_ebs.open_device(str(DEVICE))
+    device = nvme_ebs.DeviceNode(str(DEVICE))
     first = device.read_stats()
     with open(str(DEVICE), "rb") as f:  # one read of our own, so the counters must move
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)

@@ -10,12 +10,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_lates
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 
-from exporter.collector import Collector, Snapshot
-from exporter.families import EbsCollector
-from exporter.render import render
-from exporter.simulate import SimulatedSource
+from ebs_exporter.client_families import EbsCollector
+from ebs_exporter.collector import Collector, Snapshot
+from ebs_exporter.render import render
+from ebs_exporter.simulate import SimulatedSource
 from nvme_ebs import NvmeStatusError, VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 
 
 def _snapshot(num_bins: int) -> Snapshot:

@@ -43,7 +43,7 @@ from reliability import (
 
 import nvme_ebs
 from nvme_ebs import VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import testing as pg
 from nvme_ebs.model import EBS_MODEL, INSTANCE_STORE_MODEL
 
 SCRAPES = int(os.environ.get("SOAK_SCRAPES", "10000"))

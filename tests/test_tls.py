@@ -129,7 +129,7 @@ def test_bad_web_config_is_one_line_and_exit_2(pki: Path, content: str, message:
     path = pki / "bad.yml"
     path.write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--simulate", "1", f"--web.config.file={path}"],
+        [sys.executable, "-m", "ebs_exporter", "--simulate", "1", f"--web.config.file={path}"],
         capture_output=True,
         text=True,
         timeout=30,

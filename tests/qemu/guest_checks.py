@@ -231,7 +231,7 @@ def api() -> Any:
 
 def identify(path: str) -> dict[str, Any]:
     nvme_ebs = api()
-    dev = nvme_ebs.open_device(path)
+    dev = nvme_ebs.DeviceNode(path)
     ident = dev.identify()
     frozen = False
     try:
@@ -248,7 +248,7 @@ def identify(path: str) -> dict[str, Any]:
 
 def read_stats(path: str) -> dict[str, Any]:
     nvme_ebs = api()
-    return outcome(lambda: nvme_ebs.open_device(path).read_stats())
+    return outcome(lambda: nvme_ebs.DeviceNode(path).read_stats())
 
 
 def discover() -> dict[str, Any]:
@@ -342,7 +342,7 @@ def setup_fabrics_target() -> dict[str, Any]:
 
 def exporter_available() -> bool:
     try:
-        return importlib.util.find_spec("exporter.__main__") is not None
+        return importlib.util.find_spec("ebs_exporter.__main__") is not None
     except ImportError:
         return False
 
@@ -376,7 +376,7 @@ def run_exporter(config_path: str) -> dict[str, Any]:
     host, port = EXPORTER_ADDRESS
     log_path = "/tmp/exporter.log"
     argv = [
-        sys.executable, "-I", "-B", os.path.abspath(__file__), config_path, "--exec-module", "exporter",
+        sys.executable, "-I", "-B", os.path.abspath(__file__), config_path, "--exec-module", "ebs_exporter",
         f"--web.listen-address={host}:{port}", "--path.sysfs=/sys", "--path.dev=/dev",
     ]  # fmt: skip
     with open(log_path, "wb") as log:
@@ -445,7 +445,7 @@ def run_checks(config_path: str, config: dict[str, Any]) -> None:
         for path in paths:
             out.step(f"fabrics_identify:{path}", functools.partial(identify, path))
             out.step(f"fabrics_read_stats:{path}", functools.partial(read_stats, path))
-        out.step("exporter", functools.partial(run_exporter, config_path))
+        out.step("ebs_exporter", functools.partial(run_exporter, config_path))
     out.emit({"event": "done"})
 
 

@@ -1,7 +1,7 @@
 """Builds raw pages in the device's byte layout: for tests, fixtures and the exporter's simulator.
 
-Pure Python with `struct`, written from the layout table, independent of the C decoder so
-each checks the other.
+Not part of the runtime path: nothing that reads a device imports it. Pure Python with `struct`
+over `nvme_ebs.layout`, independent of the C decoder, so that each checks the other.
 """
 
 from __future__ import annotations
@@ -9,27 +9,35 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 
-PAGE_SIZE = 4096
-MAGIC_EBS = 0x3C23B510
-MAGIC_INSTANCE_STORE = 0xEC2C0D7E
-MAX_BINS = 64
-READ_HISTOGRAM_OFFSET = 512
-WRITE_HISTOGRAM_OFFSET = 2056
-BDEV_MAPPING_OFFSET = 3072
-
-COUNTER_FIELDS = (
-    "total_read_ops",
-    "total_write_ops",
-    "total_read_bytes",
-    "total_write_bytes",
-    "total_read_time_us",
-    "total_write_time_us",
-    "ebs_volume_performance_exceeded_iops_us",
-    "ebs_volume_performance_exceeded_tp_us",
-    "ec2_instance_ebs_performance_exceeded_iops_us",
-    "ec2_instance_ebs_performance_exceeded_tp_us",
-    "volume_queue_length",
+from .layout import (
+    BDEV_MAPPING_OFFSET,
+    BIN,
+    COUNTER_FIELDS,
+    HEADER,
+    HISTOGRAM_HEADER,
+    HISTOGRAM_SIZE,
+    MAGIC_EBS,
+    MAGIC_INSTANCE_STORE,
+    MAX_BINS,
+    PAGE_SIZE,
+    READ_HISTOGRAM_OFFSET,
+    WRITE_HISTOGRAM_OFFSET,
 )
+
+__all__ = [
+    "COUNTER_FIELDS",
+    "MAGIC_EBS",
+    "MAGIC_INSTANCE_STORE",
+    "MAX_BINS",
+    "PAGE_SIZE",
+    "READ_HISTOGRAM_OFFSET",
+    "WRITE_HISTOGRAM_OFFSET",
+    "Bins",
+    "encode_histogram",
+    "encode_identify",
+    "encode_stats_page",
+    "power_of_two_bounds",
+]
 
 Bins = Sequence[tuple[int, int, int]]
 
@@ -45,10 +53,10 @@ def power_of_two_bounds(num_bins: int = 28, open_last: bool = True) -> list[tupl
 
 def encode_histogram(bins: Bins, num_bins: int | None = None) -> bytes:
     """num_bins may be given apart from the bins, to build pages that lie about it."""
-    out = bytearray(8 + MAX_BINS * 24)
-    struct.pack_into("<Q", out, 0, len(bins) if num_bins is None else num_bins)
+    out = bytearray(HISTOGRAM_SIZE)
+    HISTOGRAM_HEADER.pack_into(out, 0, len(bins) if num_bins is None else num_bins)
     for i, (lower, upper, count) in enumerate(bins[:MAX_BINS]):
-        struct.pack_into("<QQI", out, 8 + i * 24, lower, upper, count)
+        BIN.pack_into(out, HISTOGRAM_HEADER.size + i * BIN.size, lower, upper, count)
     return bytes(out)
 
 
@@ -68,10 +76,11 @@ def encode_stats_page(
     if unknown:
         raise KeyError(f"unknown counters: {sorted(unknown)}")
     page = bytearray(PAGE_SIZE)
-    struct.pack_into("<II", page, 0, magic, version)
-    struct.pack_into("<11Q", page, 8, *(counters.get(name, 0) for name in COUNTER_FIELDS))
+    HEADER.pack_into(page, 0, magic, version, *(counters.get(name, 0) for name in COUNTER_FIELDS))
     page[READ_HISTOGRAM_OFFSET:WRITE_HISTOGRAM_OFFSET] = encode_histogram(read_bins, read_num_bins)
-    page[WRITE_HISTOGRAM_OFFSET : WRITE_HISTOGRAM_OFFSET + 1544] = encode_histogram(write_bins, write_num_bins)
+    page[WRITE_HISTOGRAM_OFFSET : WRITE_HISTOGRAM_OFFSET + HISTOGRAM_SIZE] = encode_histogram(
+        write_bins, write_num_bins
+    )
     return bytes(page)
 
 

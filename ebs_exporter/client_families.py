@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from nvme_ebs import PageKind
 
-from . import spec
+from . import metrics
 from .collector import Snapshot, VolumeSample
 from .render import info_labels
 
@@ -37,9 +37,9 @@ def _histogram(name: str, help_text: str, samples: list[VolumeSample], write: bo
         cumulative = list(accumulate(counts))
         total = cumulative[-1] if cumulative else 0
         closed = hist.upper_us[:-1] if hist.open_ended else hist.upper_us
-        buckets: list[tuple[str, float]] = [(spec.le_label(u), c) for u, c in zip(closed, cumulative)]
+        buckets: list[tuple[str, float]] = [(metrics.le_label(u), c) for u, c in zip(closed, cumulative)]
         buckets.append(("+Inf", total))
-        family.add_metric([s.state.volume_id, s.state.name], buckets, time_us / spec.MICROS)
+        family.add_metric([s.state.volume_id, s.state.name], buckets, time_us / metrics.MICROS)
     return family
 
 
@@ -48,42 +48,42 @@ def families(snapshot: Snapshot, version: str | None = None) -> Iterator[Metric]
         chosen = [s for s in snapshot.samples if s.stats.kind is kind]
         if not chosen:
             continue
-        prefix = spec.PREFIX[kind]
-        for c in spec.COUNTERS:
+        prefix = metrics.PREFIX[kind]
+        for c in metrics.COUNTERS:
             counter = CounterMetricFamily(prefix + c.suffix, c.help, labels=VOLUME_LABELS)
             for s in chosen:
                 value = getattr(s.stats, c.field)
                 counter.add_metric([s.state.volume_id, s.state.name], value if c.divisor == 1 else value / c.divisor)
             yield counter
-        gauge = GaugeMetricFamily(prefix + spec.QUEUE_LENGTH[0], spec.QUEUE_LENGTH[1], labels=VOLUME_LABELS)
+        gauge = GaugeMetricFamily(prefix + metrics.QUEUE_LENGTH[0], metrics.QUEUE_LENGTH[1], labels=VOLUME_LABELS)
         for s in chosen:
             gauge.add_metric([s.state.volume_id, s.state.name], s.stats.volume_queue_length)
         yield gauge
-        yield _histogram(prefix + spec.READ_LATENCY[0], spec.READ_LATENCY[1], chosen, False)
-        yield _histogram(prefix + spec.WRITE_LATENCY[0], spec.WRITE_LATENCY[1], chosen, True)
+        yield _histogram(prefix + metrics.READ_LATENCY[0], metrics.READ_LATENCY[1], chosen, False)
+        yield _histogram(prefix + metrics.WRITE_LATENCY[0], metrics.WRITE_LATENCY[1], chosen, True)
     if snapshot.samples:
-        info = InfoMetricFamily(spec.INFO[0], spec.INFO[1], labels=[])
+        info = InfoMetricFamily(metrics.INFO[0], metrics.INFO[1], labels=[])
         for s in snapshot.samples:
             info.add_metric([], info_labels(s.state))
         yield info
     if snapshot.health:
-        up = GaugeMetricFamily(spec.UP[0], spec.UP[1], labels=["device"])
+        up = GaugeMetricFamily(metrics.UP[0], metrics.UP[1], labels=["device"])
         for h in snapshot.health:
             up.add_metric([h.name], int(h.up))
         yield up
     errors = [(h.name, r, n) for h in snapshot.health for r, n in sorted(h.errors.items())]
     if errors:
-        counter = CounterMetricFamily(spec.ERRORS[0], spec.ERRORS[1], labels=["device", "reason"])
+        counter = CounterMetricFamily(metrics.ERRORS[0], metrics.ERRORS[1], labels=["device", "reason"])
         for device, reason, n in errors:
             counter.add_metric([device, reason], n)
         yield counter
-    devices = GaugeMetricFamily(spec.DEVICES[0], spec.DEVICES[1], labels=["kind"])
+    devices = GaugeMetricFamily(metrics.DEVICES[0], metrics.DEVICES[1], labels=["kind"])
     for kind_name, n in snapshot.devices_by_kind.items():
         devices.add_metric([kind_name], n)
     yield devices
-    yield GaugeMetricFamily(spec.DURATION[0], spec.DURATION[1], value=snapshot.duration_seconds)
+    yield GaugeMetricFamily(metrics.DURATION[0], metrics.DURATION[1], value=snapshot.duration_seconds)
     if version is not None:
-        yield InfoMetricFamily(spec.BUILD_INFO[0], spec.BUILD_INFO[1], value={"version": version})
+        yield InfoMetricFamily(metrics.BUILD_INFO[0], metrics.BUILD_INFO[1], value={"version": version})
 
 
 class EbsCollector(Collector):

@@ -36,7 +36,7 @@ from email.utils import formatdate
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-log = logging.getLogger("exporter.http")
+log = logging.getLogger("ebs_exporter.http")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(r"[\x21-\x7e]+")

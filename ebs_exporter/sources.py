@@ -8,21 +8,21 @@ from __future__ import annotations
 from typing import Protocol
 
 import nvme_ebs
-from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeController
 
 
 class Source(Protocol):
     # True when reads block outside the GIL (ioctls) and gain from running side by side.
     parallel_reads: bool
 
-    def discover(self) -> list[NvmeDevice]: ...
+    def discover(self) -> list[NvmeController]: ...
 
-    def read_stats(self, device: NvmeDevice) -> EbsStats: ...
+    def read_stats(self, device: NvmeController) -> EbsStats: ...
 
-    def identify(self, device: NvmeDevice) -> ControllerIdentity: ...
+    def identify(self, device: NvmeController) -> ControllerIdentity: ...
 
 
-def ioctl_path(device: NvmeDevice) -> str:
+def ioctl_path(device: NvmeController) -> str:
     """The node the admin commands go to: the controller's character device, which every
     layout has (the namespace node of a multipath head may sit elsewhere)."""
     return device.controller_path
@@ -37,11 +37,11 @@ class HostSource:
         self.sysfs = sysfs
         self.dev = dev
 
-    def discover(self) -> list[NvmeDevice]:
+    def discover(self) -> list[NvmeController]:
         return nvme_ebs.discover(self.sysfs, self.dev)
 
-    def read_stats(self, device: NvmeDevice) -> EbsStats:
-        return nvme_ebs.open_device(ioctl_path(device)).read_stats()
+    def read_stats(self, device: NvmeController) -> EbsStats:
+        return nvme_ebs.DeviceNode(ioctl_path(device)).read_stats()
 
-    def identify(self, device: NvmeDevice) -> ControllerIdentity:
-        return nvme_ebs.open_device(ioctl_path(device)).identify()
+    def identify(self, device: NvmeController) -> ControllerIdentity:
+        return nvme_ebs.DeviceNode(ioctl_path(device)).identify()

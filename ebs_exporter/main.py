@@ -18,7 +18,7 @@ from .http_server import HttpServer
 from .privileges import keep_only_sys_admin
 from .sources import HostSource, Source
 
-log = logging.getLogger("exporter")
+log = logging.getLogger("ebs_exporter")
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 

@@ -7,7 +7,7 @@ Why not prometheus_client's renderer: at 128 volumes with two 64-bin histograms 
 layout (shared by every volume with those bins), the name-and-labels heads once per volume. A
 scrape converts each distinct number of a histogram once and joins; the text leaves here encoded,
 in blocks of a few kB, so that the HTTP body is put together with a single copy.
-`families.py` yields the same samples through prometheus_client, and the parity test holds the
+`client_families.py` yields the same samples through prometheus_client, and the parity test holds the
 two to the same output.
 """
 
@@ -18,7 +18,7 @@ from itertools import accumulate
 
 from nvme_ebs import LatencyHistogram, PageKind
 
-from . import spec
+from . import metrics
 from .collector import DeviceHealth, Snapshot, VolumeSample, VolumeState, escape_label
 
 Emit = Callable[[bytes], object]
@@ -53,7 +53,7 @@ class _Layout:
         self.closed = len(closed)
         parts: list[str | None] = []
         for upper in closed:
-            parts += [None, f',le="{spec.le_label(upper)}"}} ', None]
+            parts += [None, f',le="{metrics.le_label(upper)}"}} ', None]
         parts += [None, ',le="+Inf"} ', None, None, "} ", None, None, "} ", None, "\n"]
         self.parts = parts
 
@@ -101,7 +101,7 @@ def _histogram(emit: Emit, name: str, samples: list[VolumeSample], write: bool) 
             numbers += [text] * (closed - full)
         else:
             numbers = list(map(str, cumulative[:closed]))
-        numbers += (text, text, _number(time_us / spec.MICROS))
+        numbers += (text, text, _number(time_us / metrics.MICROS))
         parts = layout.parts.copy()
         parts[0:-1:3] = heads
         parts[2::3] = numbers
@@ -112,12 +112,12 @@ def _by_kind(samples: list[VolumeSample]) -> Iterator[tuple[str, list[VolumeSamp
     for kind in PageKind:
         chosen = [s for s in samples if s.stats.kind is kind]
         if chosen:
-            yield spec.PREFIX[kind], chosen
+            yield metrics.PREFIX[kind], chosen
 
 
 def _volume_families(emit: Emit, samples: list[VolumeSample], openmetrics: bool) -> None:
     for prefix, chosen in _by_kind(samples):
-        for c in spec.COUNTERS:
+        for c in metrics.COUNTERS:
             name = prefix + c.suffix
             _header(emit, name, "counter", c.help, openmetrics)
             total = name + "_total{"
@@ -126,10 +126,10 @@ def _volume_families(emit: Emit, samples: list[VolumeSample], openmetrics: bool)
             else:
                 lines = [f"{total}{s.state.labels}}} {getattr(s.stats, c.field) / c.divisor!r}\n" for s in chosen]
             emit("".join(lines).encode())
-        name = prefix + spec.QUEUE_LENGTH[0]
-        _header(emit, name, "gauge", spec.QUEUE_LENGTH[1], openmetrics)
+        name = prefix + metrics.QUEUE_LENGTH[0]
+        _header(emit, name, "gauge", metrics.QUEUE_LENGTH[1], openmetrics)
         emit("".join([f"{name}{{{s.state.labels}}} {s.stats.volume_queue_length}\n" for s in chosen]).encode())
-        for (suffix, help_text), write in ((spec.READ_LATENCY, False), (spec.WRITE_LATENCY, True)):
+        for (suffix, help_text), write in ((metrics.READ_LATENCY, False), (metrics.WRITE_LATENCY, True)):
             name = prefix + suffix
             _header(emit, name, "histogram", help_text, openmetrics)
             _histogram(emit, name, chosen, write)
@@ -154,7 +154,7 @@ def _info_line(state: VolumeState) -> bytes:
     cached = state.render_cache.get("info")
     if not isinstance(cached, tuple) or cached[0] is not state.identity:
         labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in info_labels(state).items())
-        cached = state.render_cache["info"] = (state.identity, f"{spec.INFO[0]}_info{{{labels}}} 1\n".encode())
+        cached = state.render_cache["info"] = (state.identity, f"{metrics.INFO[0]}_info{{{labels}}} 1\n".encode())
     return bytes(cached[1])
 
 
@@ -167,26 +167,26 @@ def write(emit: Emit, snapshot: Snapshot, openmetrics: bool = False, version: st
     family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
     _volume_families(emit, snapshot.samples, openmetrics)
     if snapshot.samples:
-        _header(emit, spec.INFO[0], "info", spec.INFO[1], openmetrics)
+        _header(emit, metrics.INFO[0], "info", metrics.INFO[1], openmetrics)
         emit(b"".join([_info_line(s.state) for s in snapshot.samples]))
     lines: list[str] = []
     if snapshot.health:
-        _header(emit, spec.UP[0], "gauge", spec.UP[1], openmetrics)
-        lines = [f"{spec.UP[0]}{{{_device_labels(h)}}} {int(h.up)}\n" for h in snapshot.health]
+        _header(emit, metrics.UP[0], "gauge", metrics.UP[1], openmetrics)
+        lines = [f"{metrics.UP[0]}{{{_device_labels(h)}}} {int(h.up)}\n" for h in snapshot.health]
         emit("".join(lines).encode())
     errors = [(h, r, n) for h in snapshot.health for r, n in sorted(h.errors.items())]
     if errors:
-        _header(emit, spec.ERRORS[0], "counter", spec.ERRORS[1], openmetrics)
-        lines = [f'{spec.ERRORS[0]}_total{{{_device_labels(h)},reason="{r}"}} {n}\n' for h, r, n in errors]
+        _header(emit, metrics.ERRORS[0], "counter", metrics.ERRORS[1], openmetrics)
+        lines = [f'{metrics.ERRORS[0]}_total{{{_device_labels(h)},reason="{r}"}} {n}\n' for h, r, n in errors]
         emit("".join(lines).encode())
-    _header(emit, spec.DEVICES[0], "gauge", spec.DEVICES[1], openmetrics)
-    lines = [f'{spec.DEVICES[0]}{{kind="{k}"}} {n}\n' for k, n in snapshot.devices_by_kind.items()]
+    _header(emit, metrics.DEVICES[0], "gauge", metrics.DEVICES[1], openmetrics)
+    lines = [f'{metrics.DEVICES[0]}{{kind="{k}"}} {n}\n' for k, n in snapshot.devices_by_kind.items()]
     emit("".join(lines).encode())
-    _header(emit, spec.DURATION[0], "gauge", spec.DURATION[1], openmetrics)
-    emit(f"{spec.DURATION[0]} {snapshot.duration_seconds!r}\n".encode())
+    _header(emit, metrics.DURATION[0], "gauge", metrics.DURATION[1], openmetrics)
+    emit(f"{metrics.DURATION[0]} {snapshot.duration_seconds!r}\n".encode())
     if version is not None:
-        _header(emit, spec.BUILD_INFO[0], "info", spec.BUILD_INFO[1], openmetrics)
-        emit(f'{spec.BUILD_INFO[0]}_info{{version="{escape_label(version)}"}} 1\n'.encode())
+        _header(emit, metrics.BUILD_INFO[0], "info", metrics.BUILD_INFO[1], openmetrics)
+        emit(f'{metrics.BUILD_INFO[0]}_info{{version="{escape_label(version)}"}} 1\n'.encode())
 
 
 def render(snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> str:

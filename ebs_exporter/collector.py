@@ -28,7 +28,7 @@ from nvme_ebs import (
     LatencyHistogram,
     NotAnEbsVolumeError,
     NotNvmeDeviceError,
-    NvmeDevice,
+    NvmeController,
     NvmeStatusError,
     PageFormatError,
     VolumeKind,
@@ -36,7 +36,7 @@ from nvme_ebs import (
 
 from .sources import Source
 
-log = logging.getLogger("exporter.collector")
+log = logging.getLogger("ebs_exporter.collector")
 
 U32 = 1 << 32
 IDENTIFY_ATTEMPTS = 3
@@ -111,7 +111,7 @@ class WrapCounter:
 class VolumeState:
     """What the exporter keeps about one device name while the same volume sits behind it."""
 
-    device: NvmeDevice
+    device: NvmeController
     name: str
     serial: str
     volume_id: str
@@ -128,7 +128,7 @@ class VolumeState:
     render_cache: dict[object, object] = field(default_factory=dict)
 
     @classmethod
-    def for_device(cls, device: NvmeDevice) -> VolumeState:
+    def for_device(cls, device: NvmeController) -> VolumeState:
         name = device.name
         volume_id = device.volume_id or device.serial or name
         device_labels = f'device="{escape_label(name)}"'
@@ -185,7 +185,7 @@ class Selector:
         names = (os.path.basename(p.strip().rstrip("/")) for p in patterns if p.strip())
         self.patterns = list(dict.fromkeys(names))
 
-    def choose(self, devices: Sequence[NvmeDevice]) -> tuple[list[NvmeDevice], list[str]]:
+    def choose(self, devices: Sequence[NvmeController]) -> tuple[list[NvmeController], list[str]]:
         if not self.patterns:
             return [d for d in devices if d.kind is not VolumeKind.OTHER], []
         chosen = []
@@ -283,7 +283,7 @@ class Collector:
             duration_seconds=time.perf_counter() - started,
         )
 
-    def _reconcile(self, chosen: list[NvmeDevice]) -> list[VolumeState]:
+    def _reconcile(self, chosen: list[NvmeController]) -> list[VolumeState]:
         fresh: dict[str, VolumeState] = {}
         for device in chosen:
             state = self.states.get(device.name)
@@ -374,7 +374,7 @@ class Collector:
         for name in missing:
             state = self.missing.get(name)
             if state is None:
-                placeholder = NvmeDevice(name, "", (), None, "", "", "", VolumeKind.OTHER, "")
+                placeholder = NvmeController(name, "", (), None, "", "", "", VolumeKind.OTHER, "")
                 state = self.missing[name] = VolumeState.for_device(placeholder)
             self._fail(state, "not_found", "named in EBS_DEVICE, but no such NVMe device was discovered")
             health.append(DeviceHealth(name, False, dict(state.errors), state.device_labels))

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import nvme_ebs
-from nvme_ebs import ControllerIdentity, EbsStats, NvmeDevice, VolumeKind
-from nvme_ebs import pages as pg
+from nvme_ebs import ControllerIdentity, EbsStats, NvmeController, VolumeKind, layout
+from nvme_ebs import testing as pg
 from nvme_ebs.model import EBS_MODEL
 
 U32 = 1 << 32
 # Where the count of bin 0 of each histogram sits, in 32-bit words; the next bin's is 6 words on.
+_COUNTERS = struct.Struct(f"<{len(layout.COUNTER_FIELDS)}Q")
 _READ_COUNT_WORD = (pg.READ_HISTOGRAM_OFFSET + 8 + 16) // 4
 _WRITE_COUNT_WORD = (pg.WRITE_HISTOGRAM_OFFSET + 8 + 16) // 4
 MAX_STEPS = 60  # sub-steps per read: limits are judged per second, like AWS samples them
@@ -104,7 +105,7 @@ class SimulatedVolume:
         self._live, self._live_weights = _live_bins(num_bins, self.profile.median_latency_us)
         self._empty_page = _empty_page(num_bins)  # shared: each read writes a fresh copy
         self.last: float | None = None
-        self._device = NvmeDevice(
+        self._device = NvmeController(
             controller=self.controller,
             controller_path=f"simulated:{self.controller}",
             namespaces=(f"{self.controller}n1",),
@@ -161,7 +162,7 @@ class SimulatedVolume:
         self.last = now
         values = [int(self.counters[name]) for name in pg.COUNTER_FIELDS]
         page = bytearray(self._empty_page)
-        struct.pack_into("<11Q", page, 8, *values)
+        _COUNTERS.pack_into(page, layout.COUNTERS_OFFSET, *values)
         words = memoryview(page).cast("I")
         live = self._live
         for write, first in ((False, _READ_COUNT_WORD), (True, _WRITE_COUNT_WORD)):
@@ -181,7 +182,7 @@ class SimulatedVolume:
     def identity_page(self) -> bytes:
         return pg.encode_identify(self.serial, block_device_mapping=self.mapping)
 
-    def device(self) -> NvmeDevice:
+    def device(self) -> NvmeController:
         return self._device
 
 
@@ -194,12 +195,12 @@ class SimulatedSource:
         self.volumes = {v.controller: v for v in (SimulatedVolume(i, num_bins) for i in range(count))}
         self.clock = clock
 
-    def discover(self) -> list[NvmeDevice]:
+    def discover(self) -> list[NvmeController]:
         return [v.device() for v in self.volumes.values()]
 
-    def read_stats(self, device: NvmeDevice) -> EbsStats:
+    def read_stats(self, device: NvmeController) -> EbsStats:
         volume = self.volumes[device.controller]
         return nvme_ebs.parse_log_page(volume.read_page(self.clock()), device.controller_path)
 
-    def identify(self, device: NvmeDevice) -> ControllerIdentity:
+    def identify(self, device: NvmeController) -> ControllerIdentity:
         return nvme_ebs.parse_identify(self.volumes[device.controller].identity_page, device.controller_path)
