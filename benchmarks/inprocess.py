@@ -19,7 +19,7 @@ from ebs_exporter import __version__
 from ebs_exporter.app import GZIP_LEVEL, App, process_registry
 from ebs_exporter.collector import Collector
 from ebs_exporter.http_server import Request
-from ebs_exporter.render import write
+from ebs_exporter.render import Renderer
 from ebs_exporter.simulate import SimulatedSource
 from nvme_ebs import ControllerIdentity, EbsStats, NvmeController
 
@@ -81,9 +81,11 @@ def run(volumes: int, bins: int, repeats: int) -> list[Step]:
     simulate()
     step("simulator writing the pages (--simulate only)", simulate)
 
+    renderer = Renderer()
+
     def render(openmetrics: bool) -> bytes:
         out: list[bytes] = []
-        write(out.append, snapshot, openmetrics, __version__)
+        renderer.write(out.append, snapshot, openmetrics, __version__)
         return b"".join(out)
 
     step("render text format", lambda: render(False))

@@ -1,4 +1,4 @@
-"""The same families as render.py, built with prometheus_client's metric classes.
+"""The same families as render.py, built from metrics.py's table with prometheus_client's metric classes.
 
 Used by `EbsCollector` (so the exporter's metrics can be registered in any prometheus_client
 registry) and by the parity test that holds render.py to prometheus_client's output.
@@ -19,28 +19,35 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from nvme_ebs import PageKind
+from nvme_ebs import LatencyHistogram, PageKind
 
 from . import metrics
-from .collector import Snapshot, VolumeSample
-from .render import info_labels
+from .metrics import Family
+from .snapshot import Snapshot, VolumeSample
 
-VOLUME_LABELS = ["volume_id", "device"]
+_SCALAR_CLASSES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
-def _histogram(name: str, help_text: str, samples: list[VolumeSample], write: bool) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, help_text, labels=VOLUME_LABELS)
+def _scalar(family: Family, kind: PageKind, samples: list[VolumeSample]) -> Metric:
+    cls = _SCALAR_CLASSES[family.type]
+    metric: CounterMetricFamily | GaugeMetricFamily = cls(family.full_name(kind), family.help, labels=family.labels)
     for s in samples:
-        hist = s.stats.write_io_latency_histogram if write else s.stats.read_io_latency_histogram
-        counts = s.write_counts if write else s.read_counts
-        time_us = s.stats.total_write_time_us if write else s.stats.total_read_time_us
-        cumulative = list(accumulate(counts))
+        value = getattr(s.stats, family.field)
+        metric.add_metric([s.state.volume_id, s.state.name], value if family.scale == 1 else value / family.scale)
+    return metric
+
+
+def _histogram(family: Family, kind: PageKind, samples: list[VolumeSample]) -> HistogramMetricFamily:
+    metric = HistogramMetricFamily(family.full_name(kind), family.help, labels=family.labels)
+    for s in samples:
+        hist: LatencyHistogram = getattr(s.stats, family.field)
+        cumulative = list(accumulate(s.histogram_counts[family.field]))
         total = cumulative[-1] if cumulative else 0
         closed = hist.upper_us[:-1] if hist.open_ended else hist.upper_us
         buckets: list[tuple[str, float]] = [(metrics.le_label(u), c) for u, c in zip(closed, cumulative)]
         buckets.append(("+Inf", total))
-        family.add_metric([s.state.volume_id, s.state.name], buckets, time_us / metrics.MICROS)
-    return family
+        metric.add_metric([s.state.volume_id, s.state.name], buckets, getattr(s.stats, family.sum_field) / family.scale)
+    return metric
 
 
 def families(snapshot: Snapshot, version: str | None = None) -> Iterator[Metric]:
@@ -48,42 +55,33 @@ def families(snapshot: Snapshot, version: str | None = None) -> Iterator[Metric]
         chosen = [s for s in snapshot.samples if s.stats.kind is kind]
         if not chosen:
             continue
-        prefix = metrics.PREFIX[kind]
-        for c in metrics.COUNTERS:
-            counter = CounterMetricFamily(prefix + c.suffix, c.help, labels=VOLUME_LABELS)
-            for s in chosen:
-                value = getattr(s.stats, c.field)
-                counter.add_metric([s.state.volume_id, s.state.name], value if c.divisor == 1 else value / c.divisor)
-            yield counter
-        gauge = GaugeMetricFamily(prefix + metrics.QUEUE_LENGTH[0], metrics.QUEUE_LENGTH[1], labels=VOLUME_LABELS)
-        for s in chosen:
-            gauge.add_metric([s.state.volume_id, s.state.name], s.stats.volume_queue_length)
-        yield gauge
-        yield _histogram(prefix + metrics.READ_LATENCY[0], metrics.READ_LATENCY[1], chosen, False)
-        yield _histogram(prefix + metrics.WRITE_LATENCY[0], metrics.WRITE_LATENCY[1], chosen, True)
+        for family in metrics.PAGE_FAMILIES:
+            yield _histogram(family, kind, chosen) if family.type == "histogram" else _scalar(family, kind, chosen)
     if snapshot.samples:
-        info = InfoMetricFamily(metrics.INFO[0], metrics.INFO[1], labels=[])
+        info = InfoMetricFamily(metrics.VOLUME_INFO.name, metrics.VOLUME_INFO.help, labels=[])
         for s in snapshot.samples:
-            info.add_metric([], info_labels(s.state))
+            info.add_metric([], s.state.info_labels())
         yield info
     if snapshot.health:
-        up = GaugeMetricFamily(metrics.UP[0], metrics.UP[1], labels=["device"])
+        up = GaugeMetricFamily(metrics.DEVICE_UP.name, metrics.DEVICE_UP.help, labels=metrics.DEVICE_UP.labels)
         for h in snapshot.health:
             up.add_metric([h.name], int(h.up))
         yield up
     errors = [(h.name, r, n) for h in snapshot.health for r, n in sorted(h.errors.items())]
     if errors:
-        counter = CounterMetricFamily(metrics.ERRORS[0], metrics.ERRORS[1], labels=["device", "reason"])
+        family = metrics.DEVICE_ERRORS
+        counter = CounterMetricFamily(family.name, family.help, labels=family.labels)
         for device, reason, n in errors:
             counter.add_metric([device, reason], n)
         yield counter
-    devices = GaugeMetricFamily(metrics.DEVICES[0], metrics.DEVICES[1], labels=["kind"])
+    devices = GaugeMetricFamily(metrics.DEVICES.name, metrics.DEVICES.help, labels=metrics.DEVICES.labels)
     for kind_name, n in snapshot.devices_by_kind.items():
         devices.add_metric([kind_name], n)
     yield devices
-    yield GaugeMetricFamily(metrics.DURATION[0], metrics.DURATION[1], value=snapshot.duration_seconds)
+    family = metrics.COLLECT_DURATION
+    yield GaugeMetricFamily(family.name, family.help, value=snapshot.duration_seconds)
     if version is not None:
-        yield InfoMetricFamily(metrics.BUILD_INFO[0], metrics.BUILD_INFO[1], value={"version": version})
+        yield InfoMetricFamily(metrics.BUILD_INFO.name, metrics.BUILD_INFO.help, value={"version": version})
 
 
 class EbsCollector(Collector):

@@ -13,9 +13,10 @@ from typing import NoReturn
 
 from . import __version__
 from .app import App
-from .collector import Collector, Selector
+from .collector import Collector
 from .http_server import HttpServer
 from .privileges import keep_only_sys_admin
+from .selection import Selector
 from .sources import HostSource, Source
 
 log = logging.getLogger("ebs_exporter")

@@ -1,40 +1,50 @@
-"""Writes a snapshot in the Prometheus text format (0.0.4) or OpenMetrics, directly.
+"""Writes a snapshot in the Prometheus text format (0.0.4) or OpenMetrics, directly, from metrics.py's table.
 
-Why not prometheus_client's renderer: at 128 volumes with two 64-bin histograms (about
-18,000 samples) its generate_latest takes over 100 ms per scrape, which under the DaemonSet's
-100m CPU limit is about a second of wall time; this writes the same text in about 3 ms
-(`make bench`). Everything in a line but its number is built once: the `le` texts once per bin
-layout (shared by every volume with those bins), the name-and-labels heads once per volume. A
-scrape converts each distinct number of a histogram once and joins; the text leaves here encoded,
-in blocks of a few kB, so that the HTTP body is put together with a single copy.
-`client_families.py` yields the same samples through prometheus_client, and the parity test holds the
-two to the same output.
+Why not prometheus_client's renderer: at 128 volumes with two 64-bin histograms (about 18,000
+samples) its generate_latest costs tens of times more per scrape (`make bench` has the figures),
+which under the DaemonSet's 100m CPU limit becomes wall time. Everything in a line but its number
+is built once: the `le` texts once per bin layout (shared by every volume with those bins), the
+name-and-labels heads once per volume. A scrape converts each distinct number of a histogram once
+and joins; the text leaves here encoded, in blocks of a few kB, so that the HTTP body is put
+together with a single copy. `client_families.py` yields the same samples through
+prometheus_client, and the parity test holds the two to the same output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 
 from nvme_ebs import LatencyHistogram, PageKind
 
 from . import metrics
-from .collector import DeviceHealth, Snapshot, VolumeSample, VolumeState, escape_label
+from .metrics import Family
+from .snapshot import DeviceHealth, Snapshot, VolumeSample
+from .volumes import VolumeState
 
 Emit = Callable[[bytes], object]
+_LAYOUTS_KEPT = 64  # bin layouts remembered, whatever the devices report
+_DEVICE_LABELS_KEPT = 4096
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(value)
 
 
-def _header(emit: Emit, name: str, kind: str, help_text: str, openmetrics: bool) -> None:
-    """HELP and TYPE lines; `name` is the family name without _total / _info."""
-    if kind == "counter" and not openmetrics:
-        name += "_total"
-    elif kind == "info" and not openmetrics:
-        name, kind = name + "_info", "gauge"
-    emit(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode())
+def _header(emit: Emit, family: Family, openmetrics: bool, kind: PageKind = PageKind.EBS) -> None:
+    name = family.full_name(kind)
+    type_ = family.type
+    if not openmetrics:  # the text format has no info type, and names a counter with its _total
+        if type_ == "counter":
+            name += "_total"
+        elif type_ == "info":
+            name, type_ = name + "_info", "gauge"
+    emit(f"# HELP {name} {family.help}\n# TYPE {name} {type_}\n".encode())
 
 
 class _Layout:
@@ -42,7 +52,7 @@ class _Layout:
 
     `parts` holds [line head, text before the number, number] per line, ending in a newline; the
     heads (name and labels) and the numbers are left empty. Shared by every volume with the same
-    bounds: the per-volume part is only the few head strings (see `_heads`).
+    bounds: the per-volume part is only the few head strings (see `_VolumeText.heads`).
     """
 
     __slots__ = ("bounds", "closed", "parts")
@@ -58,139 +68,150 @@ class _Layout:
         self.parts = parts
 
 
-_LAYOUTS_KEPT = 64
-_layouts: dict[tuple[int, ...], _Layout] = {}
+class _VolumeText:
+    """The text of one volume that does not change between scrapes: its labels and line heads."""
+
+    __slots__ = ("histograms", "info", "labels")
+
+    def __init__(self, state: VolumeState) -> None:
+        self.labels = f'volume_id="{escape_label(state.volume_id)}",device="{escape_label(state.name)}"'
+        self.histograms: dict[str, tuple[_Layout, list[str]]] = {}  # by family name
+        self.info: tuple[object, bytes] | None = None  # (the identity it was made from, the line)
+
+    def heads(self, name: str, closed: int) -> list[str]:
+        """Line heads for `_Layout.parts`: each writes the newline that ends the line before."""
+        bucket = f"\n{name}_bucket{{{self.labels}"
+        return [bucket[1:], *[bucket] * closed, f"\n{name}_count{{{self.labels}", f"\n{name}_sum{{{self.labels}"]
 
 
-def _heads(name: str, labels: str, closed: int) -> list[str]:
-    """A volume's line heads for `_Layout.parts`: each writes the newline that ends the line before."""
-    bucket = f"\n{name}_bucket{{{labels}"
-    return [bucket[1:], *[bucket] * closed, f"\n{name}_count{{{labels}", f"\n{name}_sum{{{labels}"]
+class Renderer:
+    """Keeps the text that repeats from scrape to scrape; one per exporter. Scrapes may share it
+    from several threads: each cache step is one dict operation, and a lost entry costs a rebuild."""
 
+    def __init__(self) -> None:
+        self._layouts: dict[tuple[int, ...], _Layout] = {}
+        # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
+        self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
+        self._device_labels: dict[str, str] = {}
 
-def _layout(state: VolumeState, name: str, hist: LatencyHistogram) -> tuple[_Layout, list[str]]:
-    cached = state.render_cache.get(name)
-    if isinstance(cached, tuple):
-        layout, heads = cached
-        if layout.bounds is hist.upper_us or layout.bounds == hist.upper_us:
-            return layout, heads
-    layout = _layouts.get(hist.upper_us)
-    if layout is None:
-        if len(_layouts) >= _LAYOUTS_KEPT:  # bounded whatever the devices report
-            _layouts.clear()
-        layout = _layouts[hist.upper_us] = _Layout(hist)
-    heads = _heads(name, state.labels, layout.closed)
-    state.render_cache[name] = (layout, heads)
-    return layout, heads
+    def write(self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> None:
+        """Hands the exporter's own families to `emit`, encoded, in blocks of a few kB (a histogram,
+        a family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
+        texts = [self._volume_text(s.state) for s in snapshot.samples]
+        for kind in PageKind:
+            chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
+            if chosen:
+                self._page_families(emit, kind, chosen, openmetrics)
+        if snapshot.samples:
+            _header(emit, metrics.VOLUME_INFO, openmetrics)
+            emit(b"".join([self._info_line(s.state, t) for s, t in zip(snapshot.samples, texts)]))
+        self._health(emit, snapshot.health, openmetrics)
+        family = metrics.DEVICES
+        _header(emit, family, openmetrics)
+        emit("".join([f'{family.name}{{kind="{k}"}} {n}\n' for k, n in snapshot.devices_by_kind.items()]).encode())
+        family = metrics.COLLECT_DURATION
+        _header(emit, family, openmetrics)
+        emit(f"{family.name} {snapshot.duration_seconds!r}\n".encode())
+        if version is not None:
+            family = metrics.BUILD_INFO
+            _header(emit, family, openmetrics)
+            emit(f'{family.exposed_name()}{{version="{escape_label(version)}"}} 1\n'.encode())
 
+    def render(self, snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> str:
+        """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
+        out: list[bytes] = []
+        self.write(out.append, snapshot, openmetrics, version)
+        return b"".join(out).decode()
 
-def _histogram(emit: Emit, name: str, samples: list[VolumeSample], write: bool) -> None:
-    for s in samples:
-        stats = s.stats
-        hist = stats.write_io_latency_histogram if write else stats.read_io_latency_histogram
-        time_us = stats.total_write_time_us if write else stats.total_read_time_us
-        layout, heads = _layout(s.state, name, hist)
-        closed = layout.closed
-        cumulative = list(accumulate(s.write_counts if write else s.read_counts))
-        total = cumulative[-1] if cumulative else 0
-        text = str(total)
-        # From the first bucket that holds every I/O on, the numbers repeat: convert them once.
-        full = cumulative.index(total) if cumulative else 0
-        if full < closed:
-            numbers = list(map(str, cumulative[:full]))
-            numbers += [text] * (closed - full)
-        else:
-            numbers = list(map(str, cumulative[:closed]))
-        numbers += (text, text, _number(time_us / metrics.MICROS))
-        parts = layout.parts.copy()
-        parts[0:-1:3] = heads
-        parts[2::3] = numbers
-        emit("".join(parts).encode())  # type: ignore[arg-type]  # every None was replaced
+    def _volume_text(self, state: VolumeState) -> _VolumeText:
+        text = self._volumes.get(state)
+        if text is None:
+            text = self._volumes[state] = _VolumeText(state)
+        return text
 
-
-def _by_kind(samples: list[VolumeSample]) -> Iterator[tuple[str, list[VolumeSample]]]:
-    for kind in PageKind:
-        chosen = [s for s in samples if s.stats.kind is kind]
-        if chosen:
-            yield metrics.PREFIX[kind], chosen
-
-
-def _volume_families(emit: Emit, samples: list[VolumeSample], openmetrics: bool) -> None:
-    for prefix, chosen in _by_kind(samples):
-        for c in metrics.COUNTERS:
-            name = prefix + c.suffix
-            _header(emit, name, "counter", c.help, openmetrics)
-            total = name + "_total{"
-            if c.divisor == 1:
-                lines = [f"{total}{s.state.labels}}} {getattr(s.stats, c.field)}\n" for s in chosen]
+    def _page_families(
+        self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+    ) -> None:
+        for family in metrics.SCALARS:
+            _header(emit, family, openmetrics, kind)
+            head = family.exposed_name(kind) + "{"
+            field, scale = family.field, family.scale
+            if scale == 1:
+                lines = [f"{head}{t.labels}}} {getattr(s.stats, field)}\n" for s, t in chosen]
             else:
-                lines = [f"{total}{s.state.labels}}} {getattr(s.stats, c.field) / c.divisor!r}\n" for s in chosen]
+                lines = [f"{head}{t.labels}}} {getattr(s.stats, field) / scale!r}\n" for s, t in chosen]
             emit("".join(lines).encode())
-        name = prefix + metrics.QUEUE_LENGTH[0]
-        _header(emit, name, "gauge", metrics.QUEUE_LENGTH[1], openmetrics)
-        emit("".join([f"{name}{{{s.state.labels}}} {s.stats.volume_queue_length}\n" for s in chosen]).encode())
-        for (suffix, help_text), write in ((metrics.READ_LATENCY, False), (metrics.WRITE_LATENCY, True)):
-            name = prefix + suffix
-            _header(emit, name, "histogram", help_text, openmetrics)
-            _histogram(emit, name, chosen, write)
+        for family in metrics.HISTOGRAMS:
+            _header(emit, family, openmetrics, kind)
+            self._histogram(emit, family, family.full_name(kind), chosen)
 
+    def _layout(self, text: _VolumeText, name: str, hist: LatencyHistogram) -> tuple[_Layout, list[str]]:
+        cached = text.histograms.get(name)
+        if cached is not None:
+            layout = cached[0]
+            if layout.bounds is hist.upper_us or layout.bounds == hist.upper_us:
+                return cached
+        shared = self._layouts.get(hist.upper_us)
+        if shared is None:
+            if len(self._layouts) >= _LAYOUTS_KEPT:
+                self._layouts.clear()
+            shared = self._layouts[hist.upper_us] = _Layout(hist)
+        cached = text.histograms[name] = (shared, text.heads(name, shared.closed))
+        return cached
 
-def info_labels(state: VolumeState) -> dict[str, str]:
-    identity = state.identity
-    device = state.device
-    # Identify's answer when there is one; sysfs (read without privilege) until then.
-    return {
-        "volume_id": state.volume_id,
-        "device": state.name,
-        "block_device_mapping": (identity.block_device_mapping if identity else None) or "",
-        "model": identity.model if identity else device.model,
-        "firmware": identity.firmware if identity else device.firmware,
-        "kind": device.kind.value,
-        "serial": state.serial,
-    }
+    def _histogram(
+        self, emit: Emit, family: Family, name: str, chosen: Sequence[tuple[VolumeSample, _VolumeText]]
+    ) -> None:
+        field, sum_field, scale = family.field, family.sum_field, family.scale
+        for s, t in chosen:
+            hist: LatencyHistogram = getattr(s.stats, field)
+            layout, heads = self._layout(t, name, hist)
+            closed = layout.closed
+            cumulative = list(accumulate(s.histogram_counts[field]))
+            total = cumulative[-1] if cumulative else 0
+            count = str(total)
+            # From the first bucket that holds every I/O on, the numbers repeat: convert them once.
+            full = cumulative.index(total) if cumulative else 0
+            if full < closed:
+                numbers = list(map(str, cumulative[:full]))
+                numbers += [count] * (closed - full)
+            else:
+                numbers = list(map(str, cumulative[:closed]))
+            numbers += (count, count, _number(getattr(s.stats, sum_field) / scale))
+            parts = layout.parts.copy()
+            parts[0:-1:3] = heads
+            parts[2::3] = numbers
+            emit("".join(parts).encode())  # type: ignore[arg-type]  # every None was replaced
 
+    def _info_line(self, state: VolumeState, text: _VolumeText) -> bytes:
+        cached = text.info
+        if cached is None or cached[0] is not state.identity:
+            labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in state.info_labels().items())
+            cached = text.info = (state.identity, f"{metrics.VOLUME_INFO.exposed_name()}{{{labels}}} 1\n".encode())
+        return cached[1]
 
-def _info_line(state: VolumeState) -> bytes:
-    cached = state.render_cache.get("info")
-    if not isinstance(cached, tuple) or cached[0] is not state.identity:
-        labels = ",".join(f'{k}="{escape_label(v)}"' for k, v in info_labels(state).items())
-        cached = state.render_cache["info"] = (state.identity, f"{metrics.INFO[0]}_info{{{labels}}} 1\n".encode())
-    return bytes(cached[1])
+    def _device(self, name: str) -> str:
+        labels = self._device_labels.get(name)
+        if labels is None:
+            if len(self._device_labels) >= _DEVICE_LABELS_KEPT:
+                self._device_labels.clear()
+            labels = self._device_labels[name] = f'device="{escape_label(name)}"'
+        return labels
 
-
-def _device_labels(health: DeviceHealth) -> str:
-    return health.labels or f'device="{escape_label(health.name)}"'
-
-
-def write(emit: Emit, snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> None:
-    """Hands the exporter's own families to `emit`, encoded, in blocks of a few kB (a histogram, a
-    family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
-    _volume_families(emit, snapshot.samples, openmetrics)
-    if snapshot.samples:
-        _header(emit, metrics.INFO[0], "info", metrics.INFO[1], openmetrics)
-        emit(b"".join([_info_line(s.state) for s in snapshot.samples]))
-    lines: list[str] = []
-    if snapshot.health:
-        _header(emit, metrics.UP[0], "gauge", metrics.UP[1], openmetrics)
-        lines = [f"{metrics.UP[0]}{{{_device_labels(h)}}} {int(h.up)}\n" for h in snapshot.health]
-        emit("".join(lines).encode())
-    errors = [(h, r, n) for h in snapshot.health for r, n in sorted(h.errors.items())]
-    if errors:
-        _header(emit, metrics.ERRORS[0], "counter", metrics.ERRORS[1], openmetrics)
-        lines = [f'{metrics.ERRORS[0]}_total{{{_device_labels(h)},reason="{r}"}} {n}\n' for h, r, n in errors]
-        emit("".join(lines).encode())
-    _header(emit, metrics.DEVICES[0], "gauge", metrics.DEVICES[1], openmetrics)
-    lines = [f'{metrics.DEVICES[0]}{{kind="{k}"}} {n}\n' for k, n in snapshot.devices_by_kind.items()]
-    emit("".join(lines).encode())
-    _header(emit, metrics.DURATION[0], "gauge", metrics.DURATION[1], openmetrics)
-    emit(f"{metrics.DURATION[0]} {snapshot.duration_seconds!r}\n".encode())
-    if version is not None:
-        _header(emit, metrics.BUILD_INFO[0], "info", metrics.BUILD_INFO[1], openmetrics)
-        emit(f'{metrics.BUILD_INFO[0]}_info{{version="{escape_label(version)}"}} 1\n'.encode())
+    def _health(self, emit: Emit, health: list[DeviceHealth], openmetrics: bool) -> None:
+        if health:
+            family = metrics.DEVICE_UP
+            _header(emit, family, openmetrics)
+            emit("".join([f"{family.name}{{{self._device(h.name)}}} {int(h.up)}\n" for h in health]).encode())
+        errors = [(h, r, n) for h in health for r, n in sorted(h.errors.items())]
+        if errors:
+            family = metrics.DEVICE_ERRORS
+            _header(emit, family, openmetrics)
+            head = family.exposed_name()
+            lines = [f'{head}{{{self._device(h.name)},reason="{r}"}} {n}\n' for h, r, n in errors]
+            emit("".join(lines).encode())
 
 
 def render(snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> str:
-    """The exporter's own families (process metrics come from prometheus_client's registry)."""
-    out: list[bytes] = []
-    write(out.append, snapshot, openmetrics, version)
-    return b"".join(out).decode()
+    """One-off rendering (tests, tools): the exporter itself keeps a Renderer across scrapes."""
+    return Renderer().render(snapshot, openmetrics, version)

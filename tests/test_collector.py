@@ -7,7 +7,9 @@ import time
 
 from pagesource import PageSource, stats_page
 
-from ebs_exporter.collector import Collector, Selector, Snapshot
+from ebs_exporter.collector import Collector
+from ebs_exporter.selection import Selector
+from ebs_exporter.snapshot import Snapshot
 from nvme_ebs import DevicePermissionError, NvmeController, NvmeStatusError, PageFormatError, VolumeKind
 from nvme_ebs import testing as pg
 
@@ -36,7 +38,10 @@ def test_hot_plug_follows_the_serial_not_the_name() -> None:
     snapshot = collector.collect()
     assert _volumes(snapshot) == {"nvme1n1": "vol-0cccccccccccccccc", "nvme3n1": "vol-0dddddddddddddddd"}
     fresh = next(s for s in snapshot.samples if s.state.name == "nvme1n1")
-    assert fresh.read_counts == [2, 0]  # nothing inherited from the volume that had the name
+    assert fresh.histogram_counts["read_io_latency_histogram"] == [
+        2,
+        0,
+    ]  # nothing inherited from the volume that had the name
     assert {h.name for h in snapshot.health} == {"nvme1n1", "nvme3n1"}
     assert all(not h.errors for h in snapshot.health)
 
@@ -45,11 +50,11 @@ def test_bin_counts_stay_monotonic_across_a_32_bit_wrap() -> None:
     source = PageSource()
     volume = source.add("nvme1", "vol0aaaaaaaaaaaaaaaa", _page_with_bins([2**32 - 10, 100, 5]))
     collector = Collector(source)
-    assert collector.collect().samples[0].read_counts == [2**32 - 10, 100, 5]
+    assert collector.collect().samples[0].histogram_counts["read_io_latency_histogram"] == [2**32 - 10, 100, 5]
     volume.page = _page_with_bins([15, 100, 6], read_ops=20)  # bin 0 wrapped: +25
-    assert collector.collect().samples[0].read_counts == [2**32 + 15, 100, 6]
+    assert collector.collect().samples[0].histogram_counts["read_io_latency_histogram"] == [2**32 + 15, 100, 6]
     volume.page = _page_with_bins([2**32 - 1, 101, 6], read_ops=30)  # +2**32-16 more
-    assert collector.collect().samples[0].read_counts == [2**33 - 1, 101, 6]
+    assert collector.collect().samples[0].histogram_counts["read_io_latency_histogram"] == [2**33 - 1, 101, 6]
 
 
 def test_counters_going_back_on_the_same_serial_start_over() -> None:
@@ -59,7 +64,7 @@ def test_counters_going_back_on_the_same_serial_start_over() -> None:
     collector.collect()
     volume.page = _page_with_bins([3, 4], read_ops=7)  # re-attached: counts since attachment
     snapshot = collector.collect()
-    assert snapshot.samples[0].read_counts == [3, 4]
+    assert snapshot.samples[0].histogram_counts["read_io_latency_histogram"] == [3, 4]
     assert snapshot.health[0].up
     assert snapshot.health[0].errors == {"counter_reset": 1}
 
@@ -86,7 +91,7 @@ def test_failures_are_logged_once_per_change_of_state(caplog) -> None:  # type: 
     source = PageSource()
     volume = source.add("nvme1", "vol0aaaaaaaaaaaaaaaa", DevicePermissionError(13, "/dev/nvme1", "read"))
     collector = Collector(source)
-    with caplog.at_level("INFO", logger="ebs_exporter.collector"):
+    with caplog.at_level("INFO", logger="ebs_exporter"):
         for _ in range(5):
             collector.collect()
         volume.page = stats_page(1)

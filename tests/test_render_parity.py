@@ -11,9 +11,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 
 from ebs_exporter.client_families import EbsCollector
-from ebs_exporter.collector import Collector, Snapshot
+from ebs_exporter.collector import Collector
 from ebs_exporter.render import render
 from ebs_exporter.simulate import SimulatedSource
+from ebs_exporter.snapshot import Snapshot
 from nvme_ebs import NvmeStatusError, VolumeKind
 from nvme_ebs import testing as pg
 

@@ -1,0 +1,48 @@
+"""Monotonic totals from a histogram's 32-bit bin counts, which wrap within hours on a busy volume."""
+
+from __future__ import annotations
+
+import operator
+
+from nvme_ebs import LatencyHistogram
+
+U32 = 1 << 32
+
+
+class WrapCounter:
+    """Turns one histogram's 32-bit bin counts into monotonic totals.
+
+    Each read adds (raw - previous raw) mod 2**32 per bin, which is right as long as a bin
+    wraps at most once between two reads (at 1 s sampling, that is > 4 billion I/Os apart).
+    Summed up, a bin's total is its raw count plus 2**32 for each time it wrapped: that offset
+    is all that is kept, and while no bin has wrapped the totals are the raw counts themselves.
+    """
+
+    __slots__ = ("bounds", "offsets", "raw", "totals")
+
+    def __init__(self) -> None:
+        self.bounds: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self.raw: tuple[int, ...] = ()
+        self.offsets: list[int] | None = None  # None while no bin has wrapped
+        self.totals: list[int] = []
+
+    def update(self, hist: LatencyHistogram) -> list[int]:
+        counts = hist.counts
+        bounds = (hist.lower_us, hist.upper_us)
+        if bounds != self.bounds:  # first read, or the bins changed: start from the page
+            self.bounds = bounds
+            self.offsets = None
+            self.raw = counts
+            self.totals = list(counts)
+            return self.totals
+        if counts == self.raw:
+            return self.totals
+        if not all(map(operator.ge, counts, self.raw)):  # some bin wrapped since the last read
+            offsets = self.offsets or [0] * len(counts)
+            self.offsets = [o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)]
+        self.raw = counts
+        self.totals = list(counts) if self.offsets is None else list(map(operator.add, counts, self.offsets))
+        return self.totals
+
+    def reset(self) -> None:
+        self.bounds = None
