@@ -65,12 +65,9 @@ ENV PATH=/opt/ebs-exporter/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \
     MALLOC_MMAP_THRESHOLD_=262144
-# Root on purpose, not by default: the NVMe admin passthrough ioctl needs
-# CAP_SYS_ADMIN, the device nodes are root-owned (mode 0600), and Kubernetes
-# grants no ambient capabilities to a non-root process. (The DaemonSet also
-# runs the container privileged, for the device cgroup: README, "Security
-# model".) The DaemonSet sets runAsUser: 0 itself; this says the same to
-# anyone running the image elsewhere.
+# Root on purpose (the device nodes are root-owned and the ioctl needs
+# CAP_SYS_ADMIN): SECURITY.md. The DaemonSet sets runAsUser: 0 itself; this
+# says the same to anyone running the image elsewhere.
 # hadolint ignore=DL3002
 USER 0
 EXPOSE 8090

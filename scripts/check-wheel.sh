@@ -29,6 +29,21 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The wheel installs two packages and nothing else at the top level of site-packages.
+top=$("$PYTHON" - "$wheel" <<'EOF'
+import sys
+import zipfile
+
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".libs"))}
+print(" ".join(sorted(tops)))
+EOF
+)
+if [ "$top" != "ebs_exporter nvme_ebs" ]; then
+    echo "check-wheel: the wheel's top-level names are '$top', want 'ebs_exporter nvme_ebs'" >&2
+    exit 1
+fi
+
 # [tool.cibuildwheel]: test-requires, test-sources, then the test-command (last line).
 "$PYTHON" - "$ROOT/pyproject.toml" >"$work/config" <<'EOF'
 import sys
