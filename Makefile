@@ -34,11 +34,15 @@ venv: $(VENV)/.installed ## create .venv with the project (editable) and its tes
 deps: ## install the Debian packages the tests need (as root; otherwise prints the command)
 	@$(MAKE) -s apt-install PACKAGES="$(APT_PACKAGES)" COMMANDS="$(NEEDED_COMMANDS)"
 
-deps-build: # what compiling the C module needs: a compiler and the kernel's NVMe header
+# Python's headers and venv module: Debian's interpreter ships them apart (python3-dev, python3-venv).
+PYTHON_READY := $(PYTHON) -c 'import ensurepip, os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'
+
+deps-build: # what compiling the C module needs: a compiler, the kernel's NVMe header, Python's headers
 	@$(MAKE) -s apt-install PACKAGES="gcc libc6-dev linux-libc-dev" COMMANDS="cc"
+	@$(PYTHON_READY) 2>/dev/null || $(MAKE) -s apt-install PACKAGES="python3-dev python3-venv" MISSING="Python.h or venv"
 
 apt-install: # installs PACKAGES when a command in COMMANDS or the NVMe header is missing
-	@missing=""; for c in $(COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing="$(MISSING)"; for c in $(COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	  [ -f /usr/include/linux/nvme_ioctl.h ] || missing="$$missing linux/nvme_ioctl.h"; \
 	  if [ -n "$$missing" ]; then \
 	    echo "missing:$$missing"; \

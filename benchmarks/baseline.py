@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as text_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
-from ebs_exporter import __version__
+from ebs_exporter import build_info
 from ebs_exporter.client_families import EbsCollector
 from ebs_exporter.collector import Collector
 from ebs_exporter.render import render
@@ -37,8 +37,8 @@ def run_one(volumes: int, bins: int, repeats: int) -> BaselineResult:
     snapshot = collector.collect()
     collector.close()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EbsCollector(lambda: snapshot, __version__))
-    ours = render(snapshot, False, __version__)
+    registry.register(EbsCollector(lambda: snapshot, build_info()))
+    ours = render(snapshot, False, build_info())
     # Same samples in the same order: prometheus_client's text is a superset of ours only in spelling.
     theirs = text_latest(registry).decode()
     if len(theirs.splitlines()) != len(ours.splitlines()):
@@ -49,6 +49,6 @@ def run_one(volumes: int, bins: int, repeats: int) -> BaselineResult:
         bins,
         per_call(lambda: text_latest(registry), number, repeats),
         per_call(lambda: om_latest(registry), number, repeats),
-        per_call(lambda: render(snapshot, False, __version__).encode(), number, repeats),
-        per_call(lambda: render(snapshot, True, __version__).encode(), number, repeats),
+        per_call(lambda: render(snapshot, False, build_info()).encode(), number, repeats),
+        per_call(lambda: render(snapshot, True, build_info()).encode(), number, repeats),
     )

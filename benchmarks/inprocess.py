@@ -15,7 +15,7 @@ from measure import Summary, per_call
 from prometheus_client.exposition import choose_encoder
 
 import nvme_ebs
-from ebs_exporter import __version__
+from ebs_exporter import build_info
 from ebs_exporter.app import GZIP_LEVEL, App, process_registry
 from ebs_exporter.collector import Collector
 from ebs_exporter.http_server import Request
@@ -39,6 +39,9 @@ class PreparedPages:
             for v in self.simulated.volumes.values()
         }
         self.scrape = -1
+
+    def check(self) -> None:
+        pass
 
     def discover(self) -> list[NvmeController]:
         self.scrape += 1
@@ -85,7 +88,7 @@ def run(volumes: int, bins: int, repeats: int) -> list[Step]:
 
     def render(openmetrics: bool) -> bytes:
         out: list[bytes] = []
-        renderer.write(out.append, snapshot, openmetrics, __version__)
+        renderer.write(out.append, snapshot, openmetrics, build_info())
         return b"".join(out)
 
     step("render text format", lambda: render(False))
@@ -96,7 +99,7 @@ def run(volumes: int, bins: int, repeats: int) -> list[Step]:
     encoder, _ = choose_encoder("")
     step("prometheus_client process/GC metrics", lambda: encoder(registry), 10)
 
-    app = App(Collector(PreparedPages(volumes, bins, scrapes)), version=__version__)
+    app = App(Collector(PreparedPages(volumes, bins, scrapes)), build=build_info())
     request = Request("GET", "/metrics", "", {})
     step("App.metrics() plain, all of the above", lambda: app.metrics(request))
     app.collector.close()

@@ -1,10 +1,12 @@
-"""What the exporter answers: /metrics (negotiated, optionally gzipped), /healthz and a landing page."""
+"""What the exporter answers: /metrics (negotiated, optionally gzipped), /healthz (liveness),
+/readyz (readiness) and a landing page."""
 
 from __future__ import annotations
 
 import gzip
 import html
 import io
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -40,23 +42,28 @@ class App:
         self,
         collector: Collector,
         telemetry_path: str = "/metrics",
-        version: str | None = None,
+        build: Mapping[str, str] | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.collector = collector
         self.telemetry_path = telemetry_path
-        self.version = version
+        self.build = build  # the labels of ebs_exporter_build_info; None leaves it out
         self.registry = registry if registry is not None else process_registry()
         self.renderer = Renderer()
 
     def __call__(self, request: Request) -> Response:
         if request.path == self.telemetry_path:
             return self.metrics(request)
-        if request.path == "/healthz":
+        if request.path == "/healthz":  # liveness: the process serves
             return Response(200, b"ok\n")
+        if request.path == "/readyz":  # readiness: it can read what it is there to read
+            ready, detail = self.collector.readiness()
+            return Response(200 if ready else 503, f"{'ok' if ready else 'not ready'}: {detail}\n".encode())
         if request.path == "/":
             return Response(200, self.landing_page().encode(), "text/html; charset=utf-8")
-        return Response(404, b"not found: the exporter serves /, /healthz and " + self.telemetry_path.encode() + b"\n")
+        return Response(
+            404, b"not found: the exporter serves /, /healthz, /readyz and " + self.telemetry_path.encode() + b"\n"
+        )
 
     def metrics(self, request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
@@ -67,7 +74,7 @@ class App:
         body_io = io.BytesIO()
         # OpenMetrics ends with a single "# EOF": move prometheus_client's to the very end.
         body_io.write(theirs.removesuffix(b"# EOF\n") if openmetrics else theirs)
-        self.renderer.write(body_io.write, snapshot, openmetrics, self.version)
+        self.renderer.write(body_io.write, snapshot, openmetrics, self.build)
         if openmetrics:
             body_io.write(b"# EOF\n")
         body = body_io.getvalue()
@@ -92,8 +99,9 @@ class App:
         path = html.escape(self.telemetry_path)
         return (
             "<!doctype html><html><head><meta charset=utf-8><title>EBS exporter</title></head><body>"
-            f"<h1>EBS exporter</h1><p>Version {html.escape(self.version or 'unknown')}. "
-            f'<a href="{path}">Metrics</a> &middot; <a href="/healthz">Health</a></p>'
+            f"<h1>EBS exporter</h1><p>Version {html.escape((self.build or {}).get('version', 'unknown'))}. "
+            f'<a href="{path}">Metrics</a> &middot; <a href="/healthz">Health</a> &middot; '
+            '<a href="/readyz">Readiness</a></p>'
             "<h2>NVMe devices found</h2><table border=1 cellpadding=4>"
             "<tr><th>device</th><th>kind</th><th>volume</th><th>model</th></tr>"
             + ("".join(rows) or "<tr><td colspan=4>none</td></tr>")

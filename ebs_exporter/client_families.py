@@ -6,7 +6,7 @@ registry) and by the parity test that holds render.py to prometheus_client's out
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import accumulate
 from typing import Callable
 
@@ -50,7 +50,7 @@ def _histogram(family: Family, kind: PageKind, samples: list[VolumeSample]) -> H
     return metric
 
 
-def families(snapshot: Snapshot, version: str | None = None) -> Iterator[Metric]:
+def families(snapshot: Snapshot, build: Mapping[str, str] | None = None) -> Iterator[Metric]:
     for kind in PageKind:
         chosen = [s for s in snapshot.samples if s.stats.kind is kind]
         if not chosen:
@@ -80,16 +80,17 @@ def families(snapshot: Snapshot, version: str | None = None) -> Iterator[Metric]
     yield devices
     family = metrics.COLLECT_DURATION
     yield GaugeMetricFamily(family.name, family.help, value=snapshot.duration_seconds)
-    if version is not None:
-        yield InfoMetricFamily(metrics.BUILD_INFO.name, metrics.BUILD_INFO.help, value={"version": version})
+    if build is not None:
+        family = metrics.BUILD_INFO
+        yield InfoMetricFamily(family.name, family.help, value={k: build[k] for k in family.labels})
 
 
 class EbsCollector(Collector):
     """A prometheus_client collector over a snapshot source (each collect() takes a fresh one)."""
 
-    def __init__(self, snapshots: Callable[[], Snapshot], version: str | None = None) -> None:
+    def __init__(self, snapshots: Callable[[], Snapshot], build: Mapping[str, str] | None = None) -> None:
         self.snapshots = snapshots
-        self.version = version
+        self.build = build
 
     def collect(self) -> Iterable[Metric]:
-        return list(families(self.snapshots(), self.version))
+        return list(families(self.snapshots(), self.build))

@@ -41,6 +41,7 @@ class Collector:
         self.reads = ReadScheduler(device_timeout, workers)
         self._lock = threading.Lock()
         self._inflight: Future[Snapshot] | None = None
+        self._had_volumes: bool | None = None  # for logging a change between none and some, once
 
     def close(self) -> None:
         self.reads.close()
@@ -73,11 +74,36 @@ class Collector:
             log.error("discovery failed: %s", e)
             return []
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the exporter can do its job: its source readable and discovery working."""
+        try:
+            self.source.check()
+            devices = self.source.discover()
+        except OSError as e:
+            where = f" {e.filename}" if e.filename else ""
+            return False, f"cannot read{where}: {e.strerror or e}"
+        chosen, missing = self.selector.choose(devices)
+        kinds = collections.Counter(d.kind.value for d in chosen)
+        found = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no volumes to read"
+        return True, f"{found} ({len(devices)} NVMe controllers)" + (
+            f"; not found: {', '.join(missing)}" if missing else ""
+        )
+
+    def _note_volumes(self, chosen: list[NvmeController]) -> None:
+        has = bool(chosen)
+        if has != self._had_volumes:
+            if not has:  # not an error: a node may have no EBS volume (yet)
+                log.info("no EBS or instance-store volume to read on this node")
+            elif self._had_volumes is not None:
+                log.info("volumes to read: %d", len(chosen))
+            self._had_volumes = has
+
     def _collect(self) -> Snapshot:
         started = time.perf_counter()
         devices = self.discover()
         kinds = collections.Counter(d.kind.value for d in devices)
         chosen, missing = self.selector.choose(devices)
+        self._note_volumes(chosen)
         states = self.volumes.reconcile(chosen)
         outcomes = self.reads.run(states, self._read, self.source.parallel_reads)
 

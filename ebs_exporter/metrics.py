@@ -154,8 +154,8 @@ COLLECT_DURATION = Family(
 BUILD_INFO = Family(
     "ebs_exporter_build",
     "info",
-    "Version of the exporter; the value is always 1.",
-    labels=("version",),
+    "Version of the exporter, the commit it was built from and its Python; the value is always 1.",
+    labels=("version", "revision", "python_version"),
     per_volume=False,
 )
 # About the exporter and the devices rather than read from a page, in the order served.

@@ -13,7 +13,7 @@ prometheus_client, and the parity test holds the two to the same output.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 
 from nvme_ebs import LatencyHistogram, PageKind
@@ -94,7 +94,9 @@ class Renderer:
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
         self._device_labels: dict[str, str] = {}
 
-    def write(self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> None:
+    def write(
+        self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
+    ) -> None:
         """Hands the exporter's own families to `emit`, encoded, in blocks of a few kB (a histogram,
         a family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
         texts = [self._volume_text(s.state) for s in snapshot.samples]
@@ -112,15 +114,16 @@ class Renderer:
         family = metrics.COLLECT_DURATION
         _header(emit, family, openmetrics)
         emit(f"{family.name} {snapshot.duration_seconds!r}\n".encode())
-        if version is not None:
+        if build is not None:
             family = metrics.BUILD_INFO
             _header(emit, family, openmetrics)
-            emit(f'{family.exposed_name()}{{version="{escape_label(version)}"}} 1\n'.encode())
+            labels = ",".join(f'{k}="{escape_label(build[k])}"' for k in family.labels)
+            emit(f"{family.exposed_name()}{{{labels}}} 1\n".encode())
 
-    def render(self, snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> str:
+    def render(self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
         """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
         out: list[bytes] = []
-        self.write(out.append, snapshot, openmetrics, version)
+        self.write(out.append, snapshot, openmetrics, build)
         return b"".join(out).decode()
 
     def _volume_text(self, state: VolumeState) -> _VolumeText:
@@ -212,6 +215,6 @@ class Renderer:
             emit("".join(lines).encode())
 
 
-def render(snapshot: Snapshot, openmetrics: bool = False, version: str | None = None) -> str:
+def render(snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
     """One-off rendering (tests, tools): the exporter itself keeps a Renderer across scrapes."""
-    return Renderer().render(snapshot, openmetrics, version)
+    return Renderer().render(snapshot, openmetrics, build)

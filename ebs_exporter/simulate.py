@@ -195,6 +195,9 @@ class SimulatedSource:
         self.volumes = {v.controller: v for v in (SimulatedVolume(i, num_bins) for i in range(count))}
         self.clock = clock
 
+    def check(self) -> None:
+        pass  # nothing outside the process to depend on
+
     def discover(self) -> list[NvmeController]:
         return [v.device() for v in self.volumes.values()]
 

@@ -5,6 +5,7 @@ A source finds devices (cheap, every scrape) and reads them (one admin command e
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import nvme_ebs
@@ -14,6 +15,9 @@ from nvme_ebs import ControllerIdentity, EbsStats, NvmeController
 class Source(Protocol):
     # True when reads block outside the GIL (ioctls) and gain from running side by side.
     parallel_reads: bool
+
+    def check(self) -> None:
+        """Raises OSError, naming the path, when the source cannot work (readiness)."""
 
     def discover(self) -> list[NvmeController]: ...
 
@@ -36,6 +40,14 @@ class HostSource:
     def __init__(self, sysfs: str = "/sys", dev: str = "/dev") -> None:
         self.sysfs = sysfs
         self.dev = dev
+
+    def check(self) -> None:
+        """sysfs must be readable; a node without NVMe (no class/nvme) is fine, an unreadable one is not."""
+        os.listdir(os.path.join(self.sysfs, "class"))
+        nvme = os.path.join(self.sysfs, "class", "nvme")
+        if os.path.lexists(nvme):
+            os.listdir(nvme)
+        os.listdir(self.dev)
 
     def discover(self) -> list[NvmeController]:
         return nvme_ebs.discover(self.sysfs, self.dev)

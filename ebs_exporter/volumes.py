@@ -67,7 +67,8 @@ class VolumeState:
     identity: ControllerIdentity | None = None
     identify_attempts: int = 0
     reason: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
+    # Every reason from 0, so that rate() and increase() see a device's first failure.
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_REASONS, 0))
     wraps: dict[str, WrapCounter] = field(default_factory=lambda: {h.field: WrapCounter() for h in HISTOGRAMS})
     last_ops: tuple[int, int] = (0, 0)
 
@@ -91,7 +92,7 @@ class VolumeState:
         }
 
     def count_error(self, reason: str) -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + 1
+        self.errors[reason] += 1
 
     def accept(self, stats: EbsStats) -> dict[str, list[int]]:
         """A successful read: the histograms' monotonic totals, keyed by EbsStats field."""

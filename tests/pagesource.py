@@ -61,6 +61,9 @@ class PageSource:
     def find(self, controller: str) -> FakeVolume | None:
         return next((v for v in self.volumes if v.controller == controller), None)
 
+    def check(self) -> None:
+        pass
+
     def discover(self) -> list[NvmeController]:
         return [v.device() for v in self.volumes]
 

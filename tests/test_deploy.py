@@ -432,8 +432,9 @@ def test_exporter_listens_where_everything_points(manifests: dict[str, Manifest]
     assert port == {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
     assert "hostPort" not in port
     assert _flags(container)["web.listen-address"] == f":{METRICS_PORT}"
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # liveness: the process serves; readiness: sysfs readable and discovery working
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_exporter_reads_the_host_through_its_mounts(manifests: dict[str, Manifest]) -> None:

@@ -6,7 +6,6 @@ import errno
 import gzip
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,31 +211,6 @@ def test_ebs_device_narrows_the_volumes(host: FakeHost) -> None:
     assert value(text, "ebs_device_up", device="nvme9n1") == 0
     assert value(text, "ebs_device_errors_total", device="nvme9n1", reason="not_found") == 1
     assert host.fake.commands("nvme1") == []
-
-
-@pytest.mark.parametrize(
-    ("args", "env", "message"),
-    [
-        (["--web.listen-address=nonsense"], {}, "invalid listen address"),
-        (["--no-such-flag"], {}, "unrecognized arguments"),
-        (["--simulate", "0"], {}, "invalid volume count"),
-        ([], {"EBS_EXPORTER_LOG_LEVEL": "loud"}, "invalid log level"),
-        ([], {"EBS_EXPORTER_DEVICE_TIMEOUT": "-1"}, "positive number"),
-    ],
-)
-def test_bad_flags_give_one_line_and_exit_2(args: list[str], env: dict[str, str], message: str) -> None:
-    import os
-
-    result = subprocess.run(
-        [sys.executable, "-m", "ebs_exporter", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and message in result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_simulated_volumes_pass_promtool() -> None:

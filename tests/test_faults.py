@@ -184,7 +184,7 @@ def test_fault_is_isolated_counted_and_logged_once(host: FakeHost, exporter: Exp
 
     lines = device_log(exporter)
     assert len(lines) == 2, lines
-    assert "level=WARNING" in lines[0] and f"({fault.reason})" in lines[0] and fault.detail in lines[0]
+    assert "level=warn" in lines[0] and f"({fault.reason})" in lines[0] and fault.detail in lines[0]
     assert f"reading again after {fault.reason}" in lines[1]
 
 

@@ -65,7 +65,14 @@ def test_a_scrape_serves_every_family_of_the_table_with_its_labels() -> None:
     source.add("nvme1", "vol0aaaaaaaaaaaaaaaa", stats_page(1, 28))
     source.add("nvme2", "AWS0123456789", stats_page(2, 28, pg.MAGIC_INSTANCE_STORE), VolumeKind.INSTANCE_STORE)
     source.add("nvme3", "vol0bbbbbbbbbbbbbbbb", DevicePermissionError(13, "/dev/nvme3", "read"))
-    text = render(Collector(source).collect(), openmetrics=True, version="1.2.3") + "# EOF\n"
+    text = (
+        render(
+            Collector(source).collect(),
+            openmetrics=True,
+            build={"version": "1.2.3", "revision": "r", "python_version": "3"},
+        )
+        + "# EOF\n"
+    )
     served = {f.name: f for f in om_parse(text)}
     for family in metrics.FAMILIES:
         kinds = list(metrics.PREFIX) if family.per_volume else [None]

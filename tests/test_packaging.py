@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ebs_exporter.main import build_parser, parse_listen_address
+from ebs_exporter.config import OPTIONS, parse_listen_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -198,7 +198,8 @@ def test_exposed_port_is_the_exporters_default_and_the_daemonsets(
     stages: list[Stage], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EBS_EXPORTER_WEB_LISTEN_ADDRESS", raising=False)
-    _, default_port = parse_listen_address(build_parser().parse_args([]).listen)
+    [listen] = [o.default for o in OPTIONS if o.flag == "--web.listen-address"]
+    _, default_port = parse_listen_address(str(listen))
     runtime = stages[-1]
     [expose] = runtime.all("EXPOSE")
     assert expose.args == str(default_port) == "8090"

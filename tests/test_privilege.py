@@ -167,7 +167,10 @@ def test_compiled_module_offers_no_generic_passthrough() -> None:
 # ---------------------------------------------------------------------------------------------
 # What the exporter opens, under strace, against a crafted sysfs and crafted EBS_DEVICE names.
 
-CRAFTED_EBS_DEVICE = "../../etc/shadow,/etc/passwd,/dev/../etc/passwd,/dev/nvme1n1/../../etc/passwd,*"
+# Names that are not device names are refused at start (test below); these pass that check and
+# must still lead nowhere but to the discovered controllers.
+CRAFTED_EBS_DEVICE = "/etc/nvme1n1,../../nvme9n1,/dev/../etc/nvme8,nvme*"
+HOSTILE_EBS_DEVICE = "../../etc/shadow,/etc/passwd,/dev/../etc/passwd,/dev/nvme1n1/../../etc/passwd,*"
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,9 @@ def test_only_nvme_nodes_sysfs_and_python_files_are_opened(traced: tuple[FakeHos
     parsed = samples(text)
     assert value(text, "ebs_device_up", device="nvme1n1") == 1
     devices = {dict(k[1])["device"] for k in parsed if "device" in dict(k[1])}
-    assert {d for d in devices if not NVME_NAME.fullmatch(d)} == {"shadow", "passwd"}  # reported, never opened
+    assert {d for d in devices if not NVME_NAME.fullmatch(d)} == set()
+    for named in ("nvme9n1", "nvme8"):  # named, not discovered: reported, never opened
+        assert value(text, "ebs_device_up", device=named) == 0
 
 
 def test_sysfs_links_out_of_the_tree_are_not_followed(traced: tuple[FakeHost, list[Open | None], str]) -> None:
@@ -327,13 +332,24 @@ def test_sysfs_links_out_of_the_tree_are_not_followed(traced: tuple[FakeHost, li
 def test_a_name_given_twice_in_ebs_device_is_one_series(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
     host.attach("nvme1", "vol01111111111111111", stats_page(1))
-    env = {**host.env(), "EBS_DEVICE": "/etc/passwd,/dev/../etc/passwd,nvme1n1,/dev/nvme1n1"}
+    env = {**host.env(), "EBS_DEVICE": "/etc/nvme7n1,/dev/../nvme7n1,nvme1n1,/dev/nvme1n1"}
     with Exporter(host.args(), env) as running:
         running.metrics()
         text = running.metrics()
     lines = [line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")]
     assert sorted({line for line in lines if lines.count(line) > 1}) == []
-    assert value(text, "ebs_device_errors_total", device="passwd", reason="not_found") == 2  # one per scrape
+    assert value(text, "ebs_device_errors_total", device="nvme7n1", reason="not_found") == 2  # one per scrape
+
+
+def test_names_that_are_not_device_names_are_refused_at_start(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path)
+    env = {**host.env(), "EBS_DEVICE": HOSTILE_EBS_DEVICE}
+    result = subprocess.run(
+        [sys.executable, "-m", "ebs_exporter", *host.args()], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("ebs-exporter: invalid value ") and "for EBS_DEVICE (environment)" in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,4 +504,4 @@ def test_serves_on_a_read_only_root_with_only_cap_sys_admin(tmp_path: Path, boun
             nvme_ebs.parse_log_page(stats_page(1)).total_read_ops
         )
         assert running.get("/healthz")[0] == 200
-    assert not [line for line in running.log if "Traceback" in line or "level=ERROR" in line], running.log
+    assert not [line for line in running.log if "Traceback" in line or "level=error" in line], running.log

@@ -18,6 +18,8 @@ from ebs_exporter.snapshot import Snapshot
 from nvme_ebs import NvmeStatusError, VolumeKind
 from nvme_ebs import testing as pg
 
+BUILD = {"version": "1.2.3", "revision": "0123abc", "python_version": "3.11.7"}
+
 
 def _snapshot(num_bins: int) -> Snapshot:
     source = PageSource()
@@ -41,14 +43,14 @@ def _families(families: object) -> dict[str, tuple[str, str, list[tuple[str, tup
 
 def _registry(snapshot: Snapshot) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EbsCollector(lambda: snapshot, "1.2.3"))
+    registry.register(EbsCollector(lambda: snapshot, BUILD))
     return registry
 
 
 @pytest.mark.parametrize("num_bins", [28, 64])
 def test_text_format_matches_prometheus_client(num_bins: int) -> None:
     snapshot = _snapshot(num_bins)
-    ours = _families(text_parse(render(snapshot, openmetrics=False, version="1.2.3")))
+    ours = _families(text_parse(render(snapshot, openmetrics=False, build=BUILD)))
     theirs = _families(text_parse(text_latest(_registry(snapshot)).decode()))
     assert ours == theirs
     # and it is not trivially equal: every kind of family is there
@@ -68,7 +70,7 @@ def test_text_format_matches_prometheus_client(num_bins: int) -> None:
 @pytest.mark.parametrize("num_bins", [28, 64])
 def test_openmetrics_matches_prometheus_client(num_bins: int) -> None:
     snapshot = _snapshot(num_bins)
-    ours = _families(om_parse(render(snapshot, openmetrics=True, version="1.2.3") + "# EOF\n"))
+    ours = _families(om_parse(render(snapshot, openmetrics=True, build=BUILD) + "# EOF\n"))
     theirs = _families(om_parse(om_latest(_registry(snapshot)).decode()))
     assert ours == theirs
     assert ours["ebs_volume"][0] == "info"

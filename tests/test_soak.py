@@ -231,4 +231,4 @@ def test_churn_soak(tmp_path: Path) -> None:
     assert heap_after.blocks <= heap_before.blocks + HEAP_BLOCKS_TOLERANCE
     assert heap_after.malloc_in_use <= heap_before.malloc_in_use + MALLOC_TOLERANCE
     assert after.rss_kib <= before.rss_kib + RSS_TOLERANCE_KIB
-    assert not [line for line in running.log if "Traceback" in line or "level=ERROR" in line]
+    assert not [line for line in running.log if "Traceback" in line or "level=error" in line]
