@@ -1,50 +1,18 @@
-"""Helpers shared by the reliability suites (faults, soak, privilege): reading exposition text,
-looking at a process from /proc, and running the exporter behind a command prefix (strace,
-unshare + setpriv) with the same log handling as exporter_harness.Exporter."""
+"""Helpers shared by the reliability suites (faults, soak, privilege): picking series out of
+parsed exposition text, looking at a process from /proc, and running the exporter behind a
+command prefix (strace, unshare + setpriv)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from exporter_harness import Exporter
-from prometheus_client.parser import text_string_to_metric_families
-
-SampleKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
-def require_tool(name: str, package: str) -> str:
-    """The tool's path; a missing tool fails under CI=true and skips (saying so) elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is missing: apt-get install {package}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def samples(text: str) -> dict[SampleKey, float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    return samples(text)[(name, tuple(sorted(labels.items())))]
+from exporter_harness import Exporter, SampleKey
 
 
 def series_of(parsed: dict[SampleKey, float], device: str) -> dict[SampleKey, float]:
@@ -112,7 +80,8 @@ def capabilities(pid: int) -> dict[str, int]:
 # Runs the exporter exactly as `python -m ebs_exporter` does, with tests/heap_probe.py installed first.
 PROBED_EXPORTER = (
     "-c",
-    "import heap_probe, runpy; heap_probe.install(); runpy.run_module('exporter', run_name='__main__', alter_sys=True)",
+    "import heap_probe, runpy; heap_probe.install(); "
+    "runpy.run_module('ebs_exporter', run_name='__main__', alter_sys=True)",
 )
 TESTS_DIR = str(Path(__file__).resolve().parent)
 

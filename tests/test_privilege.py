@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from exporter_harness import Exporter, FakeHost
+from ci import require_tool, unavailable
+from exporter_harness import Exporter, FakeHost, samples, value
 from pagesource import stats_page
-from reliability import WrappedExporter, capabilities, in_ci, require_tool, samples, value
+from reliability import WrappedExporter, capabilities
 
 import nvme_ebs
 from ebs_exporter.sources import HostSource
@@ -459,8 +460,7 @@ def test_serves_on_a_read_only_root_with_only_cap_sys_admin(tmp_path: Path, boun
     for tool, package in (("unshare", "util-linux"), ("setpriv", "util-linux"), ("mount", "mount")):
         require_tool(tool, package)
     if os.geteuid() != 0:
-        message = "mount namespaces and setpriv need root"
-        pytest.fail(message) if in_ci() else pytest.skip(message)
+        unavailable("mount namespaces and setpriv need root")
     src, rw = tmp_path / "host", tmp_path / "rw"
     rw.mkdir()
     host = FakeHost(src)

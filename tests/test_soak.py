@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter_harness import FakeHost
+from exporter_harness import FakeHost, samples
 from pagesource import stats_page
 from reliability import (
     PROBED_EXPORTER,
@@ -38,7 +38,6 @@ from reliability import (
     label_values,
     process_figures,
     read_heap,
-    samples,
 )
 
 import nvme_ebs
