@@ -82,9 +82,9 @@ def _swallow(call: Callable[..., object], *args: object) -> None:
 
 
 def test_only_identify_and_log_page_d0_are_ever_sent(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_host: FakeHost, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost(tmp_path)
+    host = fake_host
     read_only_devices(host)
     for key, val in host.fake.env().items():  # the fake answers this process's ioctls too
         monkeypatch.setenv(key, val)
@@ -325,8 +325,8 @@ def test_sysfs_links_out_of_the_tree_are_not_followed(traced: tuple[FakeHost, li
     assert escaped == []
 
 
-def test_a_name_given_twice_in_ebs_device_is_one_series(tmp_path: Path) -> None:
-    host = FakeHost(tmp_path)
+def test_a_name_given_twice_in_ebs_device_is_one_series(fake_host: FakeHost) -> None:
+    host = fake_host
     host.attach("nvme1", "vol01111111111111111", stats_page(1))
     env = {**host.env(), "EBS_DEVICE": "/etc/passwd,/dev/../etc/passwd,nvme1n1,/dev/nvme1n1"}
     with Exporter(host.args(), env) as running:
