@@ -44,6 +44,7 @@ class Controller:
     fail_errno: int | None = None  # every admin command fails with this errno
     multipath_subsystem: int | None = None
     model: str = ""  # default: the kind's model string
+    firmware: str = "2.0"
 
     @property
     def model_name(self) -> str:
@@ -75,7 +76,7 @@ def controllers() -> list[Controller]:
         Controller(
             "nvme0", "S6B0NL0T123456K", VolumeKind.OTHER,
             pg.encode_identify("S6B0NL0T123456K", OTHER_MODEL, "3B2QGXA7", vid=0x144D, ssvid=0x144D),
-            model=OTHER_MODEL,
+            model=OTHER_MODEL, firmware="3B2QGXA7",
         ),
         # EBS, 28 bins (what AWS reports today), no block device mapping in its identify page.
         Controller(
@@ -117,9 +118,8 @@ def write(root: Path) -> None:
     sysfs = SysfsTree(root / "sys")
     fake = FakeNvme(root)
     for c in controllers():
-        firmware = "3B2QGXA7" if c.kind is VolumeKind.OTHER else "2.0"
         sysfs.add_controller(
-            c.name, c.model_name, c.serial, multipath_subsystem=c.multipath_subsystem, firmware=firmware
+            c.name, c.model_name, c.serial, multipath_subsystem=c.multipath_subsystem, firmware=c.firmware
         )
         fake.add(c.name, c.identify, c.page)
         fake.fail_errno(c.name, c.fail_errno)
@@ -139,19 +139,15 @@ def exporter_args(root: Path) -> list[str]:
     return [f"--path.sysfs={root / 'sys'}", f"--path.dev={root / 'dev'}"]
 
 
-def snapshot(root: Path) -> dict[str, str | bytes]:
-    """Every entry under root by relative path: a link's target ("-> target"), a file's bytes, a dir "/"."""
-    out: dict[str, str | bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "/"
-            else:
-                out[rel] = path.read_bytes()
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """What a reader of the tree sees, by relative path: a file's bytes, None for a directory.
+
+    Links are followed: an sdist (MANIFEST.in grafts tests/) stores them as copies."""
+    out: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        base = Path(dirpath)
+        out.update((str((base / d).relative_to(root)), None) for d in dirnames)
+        out.update((str((base / f).relative_to(root)), (base / f).read_bytes()) for f in filenames)
     return out
 
 

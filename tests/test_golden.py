@@ -18,6 +18,7 @@ from pathlib import Path
 
 import fixture_host
 import pytest
+from ci import unavailable
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
@@ -140,6 +141,10 @@ def test_normalise_drops_client_metrics_and_zeroes_durations_only() -> None:
 
 
 def test_fixture_host_is_what_its_generator_writes(tmp_path: Path) -> None:
+    if not any(path.is_symlink() for path in (fixture_host.FIXTURE_HOST / "sys" / "class" / "nvme").iterdir()):
+        # setuptools stores a linked directory once, under one of its names: the scrape is the
+        # same (test_scrape_matches_the_golden_file), the tree is not the generator's.
+        unavailable("tests/fixtures/host lost its symlinks (unpacked from an sdist?): compare in a git checkout")
     fixture_host.write(tmp_path / "host")
     want, got = fixture_host.snapshot(tmp_path / "host"), fixture_host.snapshot(fixture_host.FIXTURE_HOST)
     changed = sorted(path for path in want.keys() | got.keys() if want.get(path) != got.get(path))
