@@ -14,6 +14,8 @@ from pathlib import Path
 
 from exporter_harness import Exporter, SampleKey
 
+from ebs_exporter.testing import PYTHON_MODULE
+
 
 def series_of(parsed: dict[SampleKey, float], device: str) -> dict[SampleKey, float]:
     """Every sample labelled with this device (volume series, info, health)."""
@@ -96,7 +98,7 @@ class WrappedExporter(Exporter):
         args: Sequence[str],
         env: dict[str, str] | None = None,
         timeout: float = 60,
-        python_args: Sequence[str] = ("-m", "ebs_exporter"),
+        python_args: Sequence[str] = PYTHON_MODULE,
     ) -> None:
         super().__init__(args, env, timeout, prefix, python_args)
 
