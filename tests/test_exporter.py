@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -242,3 +243,10 @@ def test_only_cap_sys_admin_is_kept(host: FakeHost) -> None:
     assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
     assert any("kept only CAP_SYS_ADMIN" in line for line in running.log)
+
+
+def test_launcher_reports_an_exporter_that_never_serves_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)exit status 2\).*unrecognized arguments: --no-such-flag"):
+        Exporter(["--no-such-flag"], timeout=30)
+    assert time.monotonic() - started < 15  # its exit ends the wait, not the timeout
