@@ -17,7 +17,7 @@ APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 bus
 	clang-14 libclang-rt-14-dev llvm-14
 NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14
 
-.PHONY: help deps deps-build apt-install venv build test test-kernel lint demo run bench soak wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
+.PHONY: help deps deps-build apt-install venv build test test-kernel update-golden lint demo run bench soak wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ test: deps venv $(CHECKOV_VENV)/bin/checkov ## run the whole test suite (install
 
 test-kernel: deps venv ## only the tests against a real Linux NVMe driver under QEMU
 	$(PY) -m pytest -m kernel tests/test_kernel.py $(PYTEST_ARGS)
+
+update-golden: venv ## rewrite tests/fixtures/host and tests/golden/ (the metrics contract) on purpose; review the diff
+	$(PY) tests/fixture_host.py
+	$(PY) -m pytest -q tests/test_golden.py --update-golden $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy --strict and the C compiler's warnings
 	$(VENV)/bin/ruff check .

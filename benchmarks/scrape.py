@@ -8,10 +8,9 @@ Two ways to give it volumes:
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from exporter_harness import FakeHost  # noqa: E402
 from fakenvme import DEFAULT_BUILD_DIR, build_preload  # noqa: E402
 
 from ebs_exporter.simulate import SimulatedVolume  # noqa: E402
+from ebs_exporter.testing import Exporter  # noqa: E402
 
 # What Prometheus 2.x/3.x sends to a target with the default scrape protocols.
 PROMETHEUS_HEADERS = {
@@ -42,43 +42,19 @@ _UP = re.compile(rb"^ebs_device_up\{[^}]*\} 1$", re.M)
 SIMULATED_CLOCK_START = 1_700_000_000.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class ExporterProcess(Exporter):
+    """The exporter (ebs_exporter.testing.Exporter), scraped over one kept-alive connection."""
 
-
-class ExporterProcess:
-    """`python -m ebs_exporter` on a loopback port, scraped over one kept-alive connection."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path, timeout: float = 60) -> None:
-        self.port = _free_port()
-        self.log_path = log_path
-        cmd = [sys.executable, "-m", "ebs_exporter", f"--web.listen-address=127.0.0.1:{self.port}", *args]
+    def __init__(self, args: list[str], env: Mapping[str, str], timeout: float = 60) -> None:
         started = time.perf_counter()
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        self.conn = self._first_scrape(started + timeout)
-        self.startup = time.perf_counter() - started  # to the first successful scrape
-
-    def _first_scrape(self, deadline: float) -> http.client.HTTPConnection:
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            try:
-                conn.request("GET", "/metrics")
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
-                    return conn
-            except OSError:
-                pass
-            conn.close()
-            if time.perf_counter() > deadline:
-                self.stop()
-                raise RuntimeError(f"exporter did not answer:\n{self.log_path.read_text()}")
-            time.sleep(0.002)
+        super().__init__(args, env, timeout)
+        self.conn = self.connection(timeout=60)
+        try:
+            self.scrape(PLAIN_HEADERS)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup = time.perf_counter() - started  # to the end of the first scrape
 
     def scrape(self, headers: Mapping[str, str]) -> tuple[float, bytes]:
         """Seconds from sending the request to the last byte of the body, and the body."""
@@ -97,17 +73,11 @@ class ExporterProcess:
     def status(self) -> dict[str, int]:
         return proc_status(self.proc.pid)
 
-    def stop(self) -> None:
-        conn = getattr(self, "conn", None)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        conn = getattr(self, "conn", None)  # None when the process never served
         if conn is not None:
             conn.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        return super().stop(sig, timeout)
 
 
 @contextmanager
@@ -130,7 +100,7 @@ def exporter_for(
         args = host.args()
     else:
         raise ValueError(source)
-    process = ExporterProcess(args, env, workdir / f"{source}-{volumes}x{bins}.log")
+    process = ExporterProcess(args, env)
     try:
         yield process
     finally:

@@ -82,5 +82,5 @@ echo "check-wheel: $(basename "$wheel") in a clean venv; in $work/run: $command"
     sh -c "$command"
 )
 
-"$PYTHON" "$ROOT/scripts/smoke-exporter.py" "$work/venv"
+"$work/venv/bin/python" -I "$ROOT/scripts/smoke-exporter.py" "$work/venv"
 echo "check-wheel: $(basename "$wheel") ($(stat -c %s "$wheel") bytes) OK"

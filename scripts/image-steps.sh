@@ -68,7 +68,7 @@ for name, version in sorted((d.metadata["Name"], d.version) for d in m.distribut
 }
 
 step_smoke() {
-    "$PYTHON" "$HERE/smoke-exporter.py" "$1"
+    "$1/bin/python" -I "$HERE/smoke-exporter.py" "$1"
 }
 
 step_all() {

@@ -1,38 +1,34 @@
 #!/usr/bin/env python3
 """Run an installed exporter as the container image runs it, scrape it once, stop it.
 
-    scripts/smoke-exporter.py VENV
+    VENV/bin/python -I scripts/smoke-exporter.py VENV
 
 VENV is a virtualenv that holds the installed wheel and nothing of the source tree.
 From an empty temporary directory (so no source checkout can be imported) this:
 
-1. checks that `nvme_ebs` and `exporter` are imported from VENV's site-packages;
+1. checks that `nvme_ebs` and `ebs_exporter` are imported from VENV's site-packages;
 2. starts the entrypoint, `VENV/bin/ebs-exporter --simulate 1
-   --web.listen-address=127.0.0.1:0`, and reads the port from its log line;
+   --web.listen-address=127.0.0.1:0`, with the launcher the tests use
+   (ebs_exporter.testing, from the installed wheel: hence VENV's python), which
+   reads the port from its log line;
 3. scrapes /healthz and /metrics once; the page must hold the one simulated volume
    and the installed version, and pass `promtool check metrics` ($PROMTOOL or on PATH);
 4. sends SIGTERM and wants exit status 0 after a "shutting down" log line.
-
-Standard library only: it runs under any python3, not only VENV's.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-SERVING = re.compile(r"serving .* on (?P<host>\S+):(?P<port>\d+)(?P<path>/\S*)")
-START_TIMEOUT_S = 60.0  # a cold start on a loaded CI machine; the wait ends as soon as the line appears
 STOP_TIMEOUT_S = 30.0
+# A cold start on a loaded CI machine; the wait ends as soon as the serving line appears.
+START_TIMEOUT_S = 60.0
 
 
 class SmokeError(Exception):
@@ -46,8 +42,8 @@ def check(condition: bool, message: str) -> None:
 
 def installed_from(venv: Path, cwd: Path, env: dict[str, str]) -> tuple[list[str], str]:
     code = (
-        "import importlib.metadata, nvme_ebs, exporter;"
-        "print(nvme_ebs.__file__); print(exporter.__file__);"
+        "import importlib.metadata, nvme_ebs, ebs_exporter;"
+        "print(nvme_ebs.__file__); print(ebs_exporter.__file__);"
         "print(importlib.metadata.version('ebs-metrics-exporter'))"
     )
     out = subprocess.run(
@@ -56,30 +52,6 @@ def installed_from(venv: Path, cwd: Path, env: dict[str, str]) -> tuple[list[str
     check(out.returncode == 0, f"importing the installed package failed:\n{out.stderr}")
     *files, version = out.stdout.split()
     return files, version
-
-
-def read_serving_line(proc: subprocess.Popen[str], log: list[str]) -> re.Match[str]:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-        if not ready:
-            check(proc.poll() is None, f"ebs-exporter exited with {proc.returncode}:\n{''.join(log)}")
-            continue
-        line = proc.stderr.readline()
-        if not line:
-            proc.wait()
-            raise SmokeError(f"ebs-exporter exited with {proc.returncode}:\n{''.join(log)}")
-        log.append(line)
-        match = SERVING.search(line)
-        if match:
-            return match
-    raise SmokeError(f"no 'serving ... on HOST:PORT/PATH' log line within {START_TIMEOUT_S:.0f}s:\n{''.join(log)}")
-
-
-def get(url: str) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.status, response.headers.get("Content-Type", ""), response.read().decode("utf-8")
 
 
 def check_page(page: str, version: str) -> list[str]:
@@ -112,28 +84,26 @@ def smoke(venv: Path) -> str:
         for file in files:
             check(Path(file).resolve().is_relative_to(site), f"{file} is not inside {site}")
 
-        cmd = [str(entrypoint), "--simulate", "1", "--web.listen-address=127.0.0.1:0"]
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
-        log: list[str] = []
         try:
-            serving = read_serving_line(proc, log)
-            base = f"http://{serving['host']}:{serving['port']}"
-            status, _, _ = get(f"{base}/healthz")
+            from ebs_exporter import testing
+        except ImportError as e:
+            raise SmokeError(f"run with {venv}/bin/python: the launcher comes from the installed wheel ({e})") from e
+        check(Path(testing.__file__).resolve().is_relative_to(site), f"{testing.__file__} is not inside {site}")
+        Exporter = testing.Exporter
+        with Exporter(["--simulate", "1"], env, START_TIMEOUT_S, command=[str(entrypoint)], cwd=str(cwd)) as running:
+            status, _, _ = running.get("/healthz")
             check(status == 200, f"/healthz answered {status}")
-            status, content_type, page = get(f"{base}{serving['path']}")
-            check(status == 200, f"{serving['path']} answered {status}")
+            status, headers, body = running.get(running.path)
+            check(status == 200, f"{running.path} answered {status}")
+            content_type = headers.get("content-type", "")
             check(content_type.startswith("text/plain"), f"unexpected Content-Type {content_type!r}")
+            page = body.decode("utf-8")
             samples = check_page(page, version)
             promtool_check(page)
-            proc.send_signal(signal.SIGTERM)
-            _, rest = proc.communicate(timeout=STOP_TIMEOUT_S)
-            log.append(rest)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        check(proc.returncode == 0, f"ebs-exporter exited with {proc.returncode} on SIGTERM:\n{''.join(log)}")
-        check("shutting down" in "".join(log), f"no 'shutting down' log line:\n{''.join(log)}")
+            returncode = running.stop(signal.SIGTERM, STOP_TIMEOUT_S)
+        log = running.log_text()
+        check(returncode == 0, f"ebs-exporter exited with {returncode} on SIGTERM:\n{log}")
+        check("shutting down" in log, f"no 'shutting down' log line:\n{log}")
     return (
         f"smoke: {entrypoint} {version} from {site}: {len(samples)} samples, "
         "promtool check metrics OK, SIGTERM -> exit 0"
@@ -146,7 +116,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         print(smoke(Path(argv[1])))
-    except (SmokeError, OSError, subprocess.SubprocessError) as e:
+    except (SmokeError, RuntimeError, OSError, subprocess.SubprocessError) as e:
         print(f"smoke-exporter: FAILED: {e}", file=sys.stderr)
         return 1
     return 0

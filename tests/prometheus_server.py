@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import urllib.parse
@@ -12,17 +11,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-import pytest
-
-PROMETHEUS = shutil.which("prometheus")
-
-
-def require_prometheus() -> str:
-    if PROMETHEUS is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is missing: apt-get install prometheus")
-        pytest.skip("no prometheus server installed")
-    return PROMETHEUS
+from ci import require_tool
 
 
 def free_port() -> int:
@@ -33,7 +22,7 @@ def free_port() -> int:
 
 class PrometheusServer:
     def __init__(self, workdir: Path, targets: list[str], job: str = "ebs") -> None:
-        binary = require_prometheus()
+        binary = require_tool("prometheus", "prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"

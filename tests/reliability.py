@@ -1,51 +1,20 @@
-"""Helpers shared by the reliability suites (faults, soak, privilege): reading exposition text,
-looking at a process from /proc, and running the exporter behind a command prefix (strace,
-unshare + setpriv) with the same log handling as exporter_harness.Exporter."""
+"""Helpers shared by the reliability suites (faults, soak, privilege): picking series out of
+parsed exposition text, looking at a process from /proc, and running the exporter behind a
+command prefix (strace, unshare + setpriv)."""
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-from exporter_harness import Exporter
-from prometheus_client.parser import text_string_to_metric_families
+from exporter_harness import Exporter, SampleKey
 
-SampleKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
-def require_tool(name: str, package: str) -> str:
-    """The tool's path; a missing tool fails under CI=true and skips (saying so) elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is missing: apt-get install {package}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def samples(text: str) -> dict[SampleKey, float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    return samples(text)[(name, tuple(sorted(labels.items())))]
-
+from ebs_exporter.testing import PYTHON_MODULE
 
 ERRORS_TOTAL = "ebs_device_errors_total"
 
@@ -132,7 +101,7 @@ class WrappedExporter(Exporter):
         args: Sequence[str],
         env: dict[str, str] | None = None,
         timeout: float = 60,
-        python_args: Sequence[str] = ("-m", "ebs_exporter"),
+        python_args: Sequence[str] = PYTHON_MODULE,
     ) -> None:
         super().__init__(args, env, timeout, prefix, python_args)
 

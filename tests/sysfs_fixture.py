@@ -88,7 +88,9 @@ class SysfsTree:
         (cdir / "subsysnqn").write_text(f"nqn.2014.08.org.nvmexpress:{multipath_subsystem}\n")
         os.symlink(os.path.relpath(cdir, sdir), sdir / name)
         for nsid in namespaces:
-            (cdir / f"nvme{multipath_subsystem}c{instance}n{nsid}").mkdir()
+            path_node = cdir / f"nvme{multipath_subsystem}c{instance}n{nsid}"
+            path_node.mkdir()
+            (path_node / "size").write_text("16777216\n")  # the hidden path disk has attributes too
             head = sdir / f"nvme{multipath_subsystem}n{nsid}"
             head.mkdir(exist_ok=True)  # another controller of the subsystem may have made it
             (head / "size").write_text("16777216\n")

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from ci import unavailable
 
-IN_CI = os.environ.get("CI") == "true"
 try:
     import yaml
 except ImportError:
-    if IN_CI:
-        raise
-    pytest.skip("PyYAML is not installed", allow_module_level=True)
+    unavailable("PyYAML is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -147,18 +145,11 @@ CHECKOV_REQUIRED_PASSES = {
 # --------------------------------------------------------------------------
 
 
-def _unavailable(what: str) -> None:
-    """Fail under CI, skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"{what} is required when CI=true", pytrace=False)
-    pytest.skip(f"{what} is not available")
-
-
 def _tool(name: str, env: str | None = None) -> str:
     configured = os.environ.get(env) if env else None
     path = shutil.which(configured) if configured else shutil.which(name)
     if not path:
-        _unavailable(f"{name} (set ${env} or put it on PATH)" if env else name)
+        unavailable(f"{name} is missing" + (f": set ${env} or put it on PATH" if env else ""))
     assert path is not None
     return path
 
@@ -226,7 +217,7 @@ def kubernetes_validate() -> Any:
     try:
         import kubernetes_validate as module  # type: ignore[import-untyped]
     except ImportError:
-        _unavailable("the kubernetes-validate Python package")
+        unavailable("the kubernetes-validate Python package is missing")
     return module
 
 
@@ -235,7 +226,7 @@ def crd_validators() -> dict[str, Callable[[Manifest], None]]:
     try:
         import jsonschema
     except ImportError:
-        _unavailable("the jsonschema Python package")
+        unavailable("the jsonschema Python package is missing")
 
     validators: dict[str, Callable[[Manifest], None]] = {}
     for kind, file_name in CRD_FILES.items():

@@ -4,50 +4,25 @@ from __future__ import annotations
 
 import errno
 import gzip
-import shutil
-import subprocess
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
-from exporter_harness import Exporter, FakeHost
+from exporter_harness import Exporter, FakeHost, samples, value
 from pagesource import stats_page
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
-from prometheus_client.parser import text_string_to_metric_families as text_parse
 
 import nvme_ebs
 from nvme_ebs import VolumeKind
 from nvme_ebs import testing as pg
 
-PROMTOOL = shutil.which("promtool")
 VOL_A, VOL_B, VOL_C = "vol0aaaaaaaaaaaaaaaa", "vol0bbbbbbbbbbbbbbbb", "vol0cccccccccccccccc"
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_parse(text) for s in f.samples}
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    return samples(text)[(name, tuple(sorted(labels.items())))]
-
-
-def promtool_check(text: str) -> None:
-    if PROMTOOL is None:
-        pytest.fail("promtool is missing: apt-get install prometheus") if _in_ci() else pytest.skip("no promtool")
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def _in_ci() -> bool:
-    import os
-
-    return os.environ.get("CI") == "true"
-
-
 @pytest.fixture
-def host(tmp_path: Path) -> FakeHost:
-    host = FakeHost(tmp_path)
+def host(fake_host: FakeHost) -> FakeHost:
+    host = fake_host
     host.attach("nvme1", VOL_A, stats_page(1, 28), mapping="/dev/sdf")
     host.attach("nvme2", VOL_B, stats_page(2, 64), mapping="xvdg", multipath_subsystem=2)
     host.attach("nvme3", "AWS22222222222222222", stats_page(3, 28, pg.MAGIC_INSTANCE_STORE), VolumeKind.INSTANCE_STORE)
@@ -63,7 +38,7 @@ def exporter(host: FakeHost) -> Iterator[Exporter]:
         yield running
 
 
-def test_values_are_the_pages_values(host: FakeHost, exporter: Exporter) -> None:
+def test_values_are_the_pages_values(host: FakeHost, exporter: Exporter, check_metrics: Callable[[str], None]) -> None:
     text = exporter.metrics()
     page = nvme_ebs.parse_log_page(stats_page(1, 28))
     a = {"volume_id": "vol-0aaaaaaaaaaaaaaaa", "device": "nvme1n1"}
@@ -116,7 +91,7 @@ def test_values_are_the_pages_values(host: FakeHost, exporter: Exporter) -> None
     assert value(text, "ebs_devices", kind="instance_store") == 1
     assert value(text, "ebs_devices", kind="other") == 1
     assert host.fake.commands("nvme0") == []
-    promtool_check(text)
+    check_metrics(text)
 
 
 def test_errors_are_counted_and_logged_once(host: FakeHost, exporter: Exporter) -> None:
@@ -213,11 +188,11 @@ def test_ebs_device_narrows_the_volumes(host: FakeHost) -> None:
     assert host.fake.commands("nvme1") == []
 
 
-def test_simulated_volumes_pass_promtool() -> None:
+def test_simulated_volumes_pass_promtool(check_metrics: Callable[[str], None]) -> None:
     with Exporter(["--simulate", "3"]) as running:
         first = running.metrics()
         second = running.metrics()
-    promtool_check(second)
+    check_metrics(second)
     ops = [
         value(t, "ebs_read_ops_total", volume_id=v, device="nvme1n1")
         for t in (first, second)
@@ -241,3 +216,10 @@ def test_only_cap_sys_admin_is_kept(host: FakeHost) -> None:
     assert int(status["CapInh"], 16) == 0 and int(status["CapAmb"], 16) == 0
     assert status["NoNewPrivs"].strip() == "1"
     assert any("kept only CAP_SYS_ADMIN" in line for line in running.log)
+
+
+def test_launcher_reports_an_exporter_that_never_serves_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"(?s)exit status 2\).*unrecognized arguments: --no-such-flag"):
+        Exporter(["--no-such-flag"], timeout=30)
+    assert time.monotonic() - started < 15  # its exit ends the wait, not the timeout

@@ -72,6 +72,28 @@ def run_client(preload: Path, fake: FakeNvme, body: str, *, root: bool = True) -
     return json.loads(proc.stdout)
 
 
+def concurrent_log_reads(preload: Path, fake: FakeNvme, each: int, threads: int = 8) -> list[int]:
+    """`threads` threads of one client process, each reading log page 0xD0 `each` times on an fd
+    of its own: every ioctl's return value."""
+    rets: list[int] = run_client(
+        preload,
+        fake,
+        f"""
+        import threading
+        rets = []
+        def worker():
+            fd = os.open(fake.dev_path("nvme1"), os.O_RDONLY)
+            rets.extend(admin_cmd(fd, **{LOG_D0}).ret for _ in range({each}))
+            os.close(fd)
+        threads = [threading.Thread(target=worker) for _ in range({threads})]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        out = rets
+    """,
+    )
+    return rets
+
+
 def untouched(r: dict[str, Any], n: int = 4096) -> bool:
     return bytes.fromhex(r["data"]) == bytes([GUARD_BYTE]) * n
 
@@ -170,22 +192,7 @@ def test_eintr_counts_down(preload: Path, fake: FakeNvme) -> None:
 
 def test_eintr_countdown_is_exact_across_threads(preload: Path, fake: FakeNvme) -> None:
     fake.set_eintr("nvme1", 100)
-    out = run_client(
-        preload,
-        fake,
-        f"""
-        import threading
-        rets = []
-        def worker():
-            fd = os.open(fake.dev_path("nvme1"), os.O_RDONLY)
-            rets.extend(admin_cmd(fd, **{LOG_D0}).ret for _ in range(25))
-            os.close(fd)
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        out = rets
-    """,
-    )
+    out = concurrent_log_reads(preload, fake, 25)
     assert sorted(out) == [-1] * 100 + [0] * 100  # each EINTR taken exactly once
 
 
@@ -325,22 +332,7 @@ def test_commands_log_records_each_field(preload: Path, fake: FakeNvme) -> None:
 
 
 def test_concurrent_commands_log_whole_lines(preload: Path, fake: FakeNvme) -> None:
-    out = run_client(
-        preload,
-        fake,
-        f"""
-        import threading
-        rets = []
-        def worker():
-            fd = os.open(fake.dev_path("nvme1"), os.O_RDONLY)
-            rets.extend(admin_cmd(fd, **{LOG_D0}).ret for _ in range(50))
-            os.close(fd)
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        out = rets
-    """,
-    )
+    out = concurrent_log_reads(preload, fake, 50)
     assert out == [0] * 400
     logged = fake.commands("nvme1")
     assert len(logged) == 400

@@ -12,15 +12,14 @@ from __future__ import annotations
 import errno
 import http.client
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from exporter_harness import Exporter, FakeHost, wait_for
+from exporter_harness import Exporter, FakeHost, samples, value, wait_for
 from pagesource import stats_page
-from reliability import require_tool, samples, series_of, value
+from reliability import series_of
 
 import nvme_ebs
 from nvme_ebs import VolumeKind
@@ -72,12 +71,6 @@ def device_log(exporter: Exporter) -> list[str]:
     assert exporter.stop() == 0
     wait_for(lambda: any("shutting down" in line for line in exporter.log), timeout=BOUND)
     return [line for line in exporter.log if NAMES_DEVICE.search(line)]
-
-
-def promtool_check(text: str) -> None:
-    promtool = require_tool("promtool", "prometheus")
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def healthy_series(text: str) -> dict[object, float]:
@@ -156,7 +149,9 @@ def exporter(host: FakeHost) -> Iterator[Exporter]:
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
-def test_fault_is_isolated_counted_and_logged_once(host: FakeHost, exporter: Exporter, fault: Fault) -> None:
+def test_fault_is_isolated_counted_and_logged_once(
+    host: FakeHost, exporter: Exporter, fault: Fault, check_metrics: Callable[[str], None]
+) -> None:
     before = scrape(exporter)
     baseline = healthy_series(before)
     assert value(before, "ebs_device_up", device=DEVICE) == 1
@@ -172,7 +167,7 @@ def test_fault_is_isolated_counted_and_logged_once(host: FakeHost, exporter: Exp
             ("ebs_device_errors_total", (("device", DEVICE), ("reason", fault.reason))): i,
         }
         assert VOLUME_ID not in text
-    promtool_check(text)
+    check_metrics(text)
 
     restore(host)
     text = scrape(exporter)

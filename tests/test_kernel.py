@@ -21,9 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+from ci import unavailable
 
 pytestmark = pytest.mark.kernel
 
@@ -48,12 +49,6 @@ def _load_harness() -> ModuleType:
     return module
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"kernel test cannot run under CI: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def guest(request: pytest.FixtureRequest) -> Any:
     """The one boot shared by every test of this module."""
@@ -63,7 +58,7 @@ def guest(request: pytest.FixtureRequest) -> Any:
         image = harness.prepare_image()
         result = harness.boot(image, timeout=timeout)
     except harness.HarnessUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
     line = f"[kernel {image.kernel_version}] {result.summary()}"
     if image.prepared_seconds:
         line += f"; one-off kernel/initramfs preparation {image.prepared_seconds:.1f} s"
@@ -215,7 +210,7 @@ def _device_labels(target: dict[str, Any]) -> set[str]:
 
 def test_exporter_keeps_serving_a_refusing_ebs_device(guest: Any) -> None:
     if not _exporter_written():
-        _unavailable("the exporter package (ebs_exporter/__main__.py) is not written yet")
+        unavailable("the exporter package (ebs_exporter/__main__.py) is not written yet")
     from prometheus_client.parser import text_string_to_metric_families
 
     target = _check(guest, "fabrics_target")

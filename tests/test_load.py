@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
+from ci import require_tool
 from exporter_harness import Exporter, FakeHost, wait_for
 from pagesource import stats_page
 from prometheus_server import PrometheusServer
@@ -79,11 +78,7 @@ def _wrk_latency(output: str, percentile: str) -> float:
 
 
 def test_wrk_and_slowloris_with_prometheus_scraping(tmp_path: Path, record_property, request) -> None:  # type: ignore[no-untyped-def]
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("wrk is missing: apt-get install wrk")
-        pytest.skip("no wrk installed")
+    wrk = require_tool("wrk", "wrk")
     host = FakeHost(tmp_path / "host")
     for i in range(VOLUMES):
         host.attach(f"nvme{i + 1}", f"vol0{i:016x}", stats_page(i + 1, 28))

@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ci import unavailable
 
 from ebs_exporter.config import OPTIONS, parse_listen_address
 
@@ -41,7 +42,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 IMAGE_STEPS = ROOT / "scripts" / "image-steps.sh"
 DAEMONSET = ROOT / "deploy" / "30_ebs-metrics-exporter_openshift-sre-ebs-metrics.DaemonSet.yaml"
-IN_CI = os.environ.get("CI") == "true"
 VENV_DIR = "/opt/ebs-exporter"
 # FROM lines may name images from this registry only (hadolint DL3026).
 TRUSTED_REGISTRY = "registry.access.redhat.com"
@@ -53,13 +53,6 @@ WANTED_IDENTIFIERS = {
 }
 
 
-def _unavailable(what: str) -> None:
-    """Fail under CI, skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"{what} is required when CI=true", pytrace=False)
-    pytest.skip(f"{what} is not available")
-
-
 def _tool(name: str, env: str) -> str:
     """$ENV, else the project's venv (beside this interpreter), else PATH."""
     configured = os.environ.get(env)
@@ -67,14 +60,14 @@ def _tool(name: str, env: str) -> str:
     if not configured:
         path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if not path:
-        _unavailable(f"{name} (pip install '.[test,lint]', set ${env} or put it on PATH)")
+        unavailable(f"{name} is missing: pip install '.[test,lint]', set ${env} or put it on PATH")
     assert path is not None
     return path
 
 
 def _pyproject() -> dict[str, Any]:
     if tomllib is None:
-        _unavailable("tomllib (Python 3.11+)")
+        unavailable("tomllib is missing (Python 3.11+)")
     with (ROOT / "pyproject.toml").open("rb") as f:
         data: dict[str, Any] = tomllib.load(f)
     return data
@@ -343,7 +336,7 @@ def _tracked_files() -> list[str]:
     """The repository's files, without local build outputs (which .dockerignore keeps out)."""
     git = shutil.which("git")
     if git is None or not (ROOT / ".git").exists():
-        _unavailable("a git checkout (git ls-files)")
+        unavailable("no git checkout (git ls-files) here")
     assert git is not None
     out = subprocess.run([git, "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
     return [f for f in out.stdout.decode().split("\0") if f]

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from exporter_harness import Exporter, FakeHost
+from ci import require_tool, unavailable
+from exporter_harness import Exporter, FakeHost, samples, value
 from pagesource import stats_page
-from reliability import WrappedExporter, capabilities, in_ci, require_tool, samples, value
+from reliability import WrappedExporter, capabilities
 
 import nvme_ebs
 from ebs_exporter.sources import HostSource
@@ -81,9 +82,9 @@ def _swallow(call: Callable[..., object], *args: object) -> None:
 
 
 def test_only_identify_and_log_page_d0_are_ever_sent(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake_host: FakeHost, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost(tmp_path)
+    host = fake_host
     read_only_devices(host)
     for key, val in host.fake.env().items():  # the fake answers this process's ioctls too
         monkeypatch.setenv(key, val)
@@ -329,8 +330,8 @@ def test_sysfs_links_out_of_the_tree_are_not_followed(traced: tuple[FakeHost, li
     assert escaped == []
 
 
-def test_a_name_given_twice_in_ebs_device_is_one_series(tmp_path: Path) -> None:
-    host = FakeHost(tmp_path)
+def test_a_name_given_twice_in_ebs_device_is_one_series(fake_host: FakeHost) -> None:
+    host = fake_host
     host.attach("nvme1", "vol01111111111111111", stats_page(1))
     env = {**host.env(), "EBS_DEVICE": "/etc/nvme7n1,/dev/../nvme7n1,nvme1n1,/dev/nvme1n1"}
     with Exporter(host.args(), env) as running:
@@ -475,8 +476,7 @@ def test_serves_on_a_read_only_root_with_only_cap_sys_admin(tmp_path: Path, boun
     for tool, package in (("unshare", "util-linux"), ("setpriv", "util-linux"), ("mount", "mount")):
         require_tool(tool, package)
     if os.geteuid() != 0:
-        message = "mount namespaces and setpriv need root"
-        pytest.fail(message) if in_ci() else pytest.skip(message)
+        unavailable("mount namespaces and setpriv need root")
     src, rw = tmp_path / "host", tmp_path / "rw"
     rw.mkdir()
     host = FakeHost(src)

@@ -25,9 +25,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from exporter_harness import FakeHost
+from exporter_harness import FakeHost, samples
 from pagesource import stats_page
 from reliability import (
     PROBED_EXPORTER,
@@ -38,7 +37,6 @@ from reliability import (
     label_values,
     process_figures,
     read_heap,
-    samples,
 )
 
 import nvme_ebs
@@ -178,8 +176,8 @@ def check(text: str, churn: Churn) -> None:
         assert serial[3:] not in text, serial
 
 
-def test_churn_soak(tmp_path: Path) -> None:
-    host = FakeHost(tmp_path)
+def test_churn_soak(fake_host: FakeHost) -> None:
+    host = fake_host
     host.attach(*FIXED, stats_page(1, 28), multipath_subsystem=1)
     churn = Churn(host, seed=7)
     churn.canonical()

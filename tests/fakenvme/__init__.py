@@ -146,6 +146,10 @@ class FakeNvme:
             (ctl / control).unlink(missing_ok=True)
         self.set_identify(name, identify)
         self.set_log_page(name, log_page)
+        return self.make_node(name)
+
+    def make_node(self, name: str) -> Path:
+        """The device node of controller `name`, made unless it exists."""
         path = self.dev_path(name)
         if not path.exists():
             _make_node(path)

@@ -25,11 +25,8 @@ import json
 import os
 import platform
 import runpy
-import signal
 import site
-import socket
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -45,7 +42,6 @@ EBS_LOG_CDW10 = (1023 << 16) | 0xD0  # NUMDL zero-based: 1024 dwords of log 0xD0
 FABRICS_NQN = "nqn.2024-01.io.example.ebs-exporter:loopback"
 FABRICS_SERIAL = "vol0fedcba9876543210"
 FABRICS_MODEL = "Amazon Elastic Block Store"
-EXPORTER_ADDRESS = ("127.0.0.1", 8090)
 
 IDENTITY_FIELDS = ("vid", "ssvid", "serial", "model", "firmware", "volume_id", "block_device_mapping")
 DEVICE_FIELDS = (
@@ -373,48 +369,30 @@ def parse_exposition(text: str) -> dict[str, Any]:
 def run_exporter(config_path: str) -> dict[str, Any]:
     if not exporter_available():
         return {"available": False}
-    host, port = EXPORTER_ADDRESS
-    log_path = "/tmp/exporter.log"
-    argv = [
-        sys.executable, "-I", "-B", os.path.abspath(__file__), config_path, "--exec-module", "ebs_exporter",
-        f"--web.listen-address={host}:{port}", "--path.sysfs=/sys", "--path.dev=/dev",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    from ebs_exporter.testing import Exporter
 
-    def listening() -> bool:
-        if proc.poll() is not None:
-            return True  # stop waiting: it died
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    result: dict[str, Any] = {"available": True, "argv": argv[5:]}
+    command = [sys.executable, "-I", "-B", os.path.abspath(__file__), config_path, "--exec-module", "ebs_exporter"]
+    args = ["--path.sysfs=/sys", "--path.dev=/dev"]
+    result: dict[str, Any] = {"available": True, "argv": args}
     try:
-        wait_for(listening, attempts=600, interval=0.1)
+        running = Exporter(args, timeout=60, command=command)
+    except RuntimeError as exc:  # it never served: the log is in the message
+        return {**result, "scrapes": [], "alive_after_scrapes": False, "log_tail": str(exc)[-4000:]}
+    try:
         scrapes = []
         for _ in range(2):
-            if proc.poll() is not None:
+            if running.proc.poll() is not None:
                 break
-            got = scrape(f"http://{host}:{port}/metrics")
+            got = scrape(f"http://{running.host}:{running.port}{running.path}")
             if "text" in got:
                 got.update(parse_exposition(got["text"]))
             scrapes.append(got)
             time.sleep(0.5)
         result["scrapes"] = scrapes
-        result["alive_after_scrapes"] = proc.poll() is None
+        result["alive_after_scrapes"] = running.proc.poll() is None
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        result["returncode"] = proc.returncode
-        result["log_tail"] = (read_text(log_path) or "")[-4000:]
+        result["returncode"] = running.stop(timeout=20)
+        result["log_tail"] = running.log_text()[-4000:]
     return result
 
 
