@@ -37,7 +37,7 @@ class DeviceOSError(NvmeEbsError, OSError):
     `(errno, strerror)`), whose str() is one line naming the device, the command and the cause.
     """
 
-    hint = ""  # appended to the message; the subclasses that have one say it once, here
+    hint = ""  # appended to the message; subclasses with a hint of their own set it here
 
     def __init__(self, err: int, device: str, what: str, hint: str | None = None) -> None:
         strerror = os.strerror(err)
