@@ -28,7 +28,17 @@
 #define IDENT_OFF_FIRMWARE 64
 #define IDENT_OFF_BDEV_MAPPING 3072
 
-static int admin_command(const char *path, uint8_t opcode, uint32_t nsid, uint32_t cdw10, uint8_t *page)
+static struct nvme_ebs_result result(int kind, int code)
+{
+    struct nvme_ebs_result r;
+
+    r.kind = kind;
+    r.code = code;
+    return r;
+}
+
+static struct nvme_ebs_result admin_command(const char *path, uint8_t opcode, uint32_t nsid, uint32_t cdw10,
+                                            uint8_t *page)
 {
     struct nvme_passthru_cmd cmd;
     struct stat st;
@@ -39,11 +49,11 @@ static int admin_command(const char *path, uint8_t opcode, uint32_t nsid, uint32
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return -errno;
+        return result(NVME_EBS_RESULT_ERRNO, errno);
     /* Only device nodes get an ioctl: a regular file or FIFO is "not NVMe". */
     if (fstat(fd, &st) < 0 || !(S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
         close(fd);
-        return -ENOTTY;
+        return result(NVME_EBS_RESULT_ERRNO, ENOTTY);
     }
 
     memset(&cmd, 0, sizeof(cmd));
@@ -59,15 +69,18 @@ static int admin_command(const char *path, uint8_t opcode, uint32_t nsid, uint32
     } while (rc < 0 && errno == EINTR);
     saved = errno;
     close(fd);
-    return rc < 0 ? -saved : rc;
+    if (rc < 0)
+        return result(NVME_EBS_RESULT_ERRNO, saved);
+    /* The kernel returns the completion's status field, status code type and all. */
+    return rc == 0 ? result(NVME_EBS_RESULT_OK, 0) : result(NVME_EBS_RESULT_NVME_STATUS, rc);
 }
 
-int nvme_ebs_identify(const char *path, uint8_t *page)
+struct nvme_ebs_result nvme_ebs_identify(const char *path, uint8_t *page)
 {
     return admin_command(path, NVME_EBS_OPC_IDENTIFY, 0, IDENTIFY_CNS_CONTROLLER, page);
 }
 
-int nvme_ebs_get_stats_page(const char *path, uint8_t *page)
+struct nvme_ebs_result nvme_ebs_get_stats_page(const char *path, uint8_t *page)
 {
     return admin_command(path, NVME_EBS_OPC_GET_LOG_PAGE, STATS_NSID, STATS_CDW10, page);
 }
@@ -178,12 +191,13 @@ int nvme_ebs_decode_identity(const uint8_t *page, size_t len, struct nvme_ebs_id
     return NVME_EBS_OK;
 }
 
-int nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out)
+struct nvme_ebs_result nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out)
 {
-    int rc = nvme_ebs_get_stats_page(path, page);
+    struct nvme_ebs_result r = nvme_ebs_get_stats_page(path, page);
+    int rc;
 
-    if (rc != 0)
-        return rc;
+    if (r.kind != NVME_EBS_RESULT_OK)
+        return r;
     rc = nvme_ebs_decode_stats(page, NVME_EBS_PAGE_SIZE, out);
-    return rc == NVME_EBS_OK ? 0 : NVME_EBS_DECODE_FAILED + rc;
+    return rc == NVME_EBS_OK ? r : result(NVME_EBS_RESULT_DECODE, rc);
 }

@@ -25,7 +25,7 @@
 #define NVME_EBS_KIND_EBS 1
 #define NVME_EBS_KIND_INSTANCE_STORE 2
 
-/* Decoder results: 0 or one of these, the check that failed. */
+/* Decoder codes: NVME_EBS_OK or one of these, the check that failed. */
 #define NVME_EBS_OK 0
 #define NVME_EBS_ERR_SHORT 1     /* buffer shorter than a page */
 #define NVME_EBS_ERR_MAGIC 2     /* unknown magic */
@@ -36,9 +36,9 @@
 /* Histogram in structure-of-arrays form: each column unpacks in one call. */
 struct nvme_ebs_histogram {
     uint64_t num_bins;
-    uint64_t lower_us[64];
-    uint64_t upper_us[64];
-    uint32_t count[64];
+    uint64_t lower_us[NVME_EBS_MAX_BINS];
+    uint64_t upper_us[NVME_EBS_MAX_BINS];
+    uint32_t count[NVME_EBS_MAX_BINS];
 };
 
 struct nvme_ebs_stats {
@@ -74,12 +74,26 @@ struct nvme_ebs_identity {
 };
 
 /*
- * Commands. Each opens `path` read-only, sends one fixed admin command with
- * a NVME_EBS_PAGE_SIZE buffer and closes the device. Returns 0, a negative
- * errno, or the positive NVMe completion status the device answered.
+ * What a command came to. `kind` says which space `code` belongs to, so that
+ * an errno, an NVMe status and a decoder code can never be mistaken for one
+ * another:
  */
-int nvme_ebs_identify(const char *path, uint8_t *page);
-int nvme_ebs_get_stats_page(const char *path, uint8_t *page);
+#define NVME_EBS_RESULT_OK 0          /* code is 0 */
+#define NVME_EBS_RESULT_ERRNO 1       /* code is the (positive) errno of open, fstat or ioctl */
+#define NVME_EBS_RESULT_NVME_STATUS 2 /* code is the NVMe completion status the device answered */
+#define NVME_EBS_RESULT_DECODE 3      /* code is the NVME_EBS_ERR_* check the answer failed */
+
+struct nvme_ebs_result {
+    int kind;
+    int code;
+};
+
+/*
+ * Commands. Each opens `path` read-only, sends one fixed admin command with
+ * a NVME_EBS_PAGE_SIZE buffer and closes the device: OK, ERRNO or NVME_STATUS.
+ */
+struct nvme_ebs_result nvme_ebs_identify(const char *path, uint8_t *page);
+struct nvme_ebs_result nvme_ebs_get_stats_page(const char *path, uint8_t *page);
 
 /* Decoders. Return NVME_EBS_OK or an NVME_EBS_ERR_* code. */
 int nvme_ebs_decode_stats(const uint8_t *page, size_t len, struct nvme_ebs_stats *out);
@@ -87,10 +101,9 @@ int nvme_ebs_decode_identity(const uint8_t *page, size_t len, struct nvme_ebs_id
 
 /*
  * Both in one call, the exporter's hot path: the command's result as above,
- * or, when the device answered, NVME_EBS_DECODE_FAILED + the decoder's code.
+ * or, when the device answered a page that does not decode, DECODE.
  */
-#define NVME_EBS_DECODE_FAILED 0x100000
-int nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out);
+struct nvme_ebs_result nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out);
 /* CDEF-END */
 
 #endif

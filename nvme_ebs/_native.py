@@ -1,10 +1,10 @@
-"""The only module that talks to the compiled C core: it turns its return codes into exceptions
+"""The only module that talks to the compiled C core: it turns its results into exceptions
 and its structs into the dataclasses of nvme_ebs.model."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NoReturn
 
 from ._nvme_ebs_c import ffi, lib
 from .errors import NvmeStatusError, PageFormatError, error_from_errno
@@ -112,11 +112,17 @@ def _identity(out: Any) -> ControllerIdentity:
     )
 
 
-def command_error(rc: int, device: str, opcode: int, what: str) -> Exception:
-    """The exception for a failed command: negative errno or positive NVMe status."""
-    if rc < 0:
-        return error_from_errno(-rc, device, what)
-    return NvmeStatusError(device, opcode, rc, what)
+def raise_for(result: Any, device: str, opcode: int, what: str, out: Any = None) -> NoReturn:
+    """Raises the exception for a command's `struct nvme_ebs_result` that is not OK; `out` is the
+    struct the decoder filled, for a DECODE result."""
+    kind, code = result.kind, result.code
+    if kind == lib.NVME_EBS_RESULT_ERRNO:
+        raise error_from_errno(code, device, what)
+    if kind == lib.NVME_EBS_RESULT_NVME_STATUS:
+        raise NvmeStatusError(device, opcode, code, what)
+    if kind == lib.NVME_EBS_RESULT_DECODE and out is not None:
+        raise _format_error(code, out, device)
+    raise RuntimeError(f"{device}: {what}: unexpected result from the C core (kind {kind}, code {code})")
 
 
 def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
@@ -143,18 +149,18 @@ def _path_bytes(path: str) -> bytes:
 
 def identify(path: str) -> ControllerIdentity:
     page = ffi.new("uint8_t[]", PAGE_SIZE)
-    rc = lib.nvme_ebs_identify(_path_bytes(path), page)
-    if rc != 0:
-        raise command_error(rc, path, OPC_IDENTIFY, IDENTIFY_WHAT)
+    result = lib.nvme_ebs_identify(_path_bytes(path), page)
+    if result.kind != lib.NVME_EBS_RESULT_OK:
+        raise_for(result, path, OPC_IDENTIFY, IDENTIFY_WHAT)
     return parse_identify(ffi.buffer(page)[:], path)
 
 
 def read_stats_page(path: str) -> bytes:
     """The raw 4096-byte statistics page, undecoded (for dumps)."""
     page = ffi.new("uint8_t[]", PAGE_SIZE)
-    rc = lib.nvme_ebs_get_stats_page(_path_bytes(path), page)
-    if rc != 0:
-        raise command_error(rc, path, OPC_GET_LOG_PAGE, STATS_WHAT)
+    result = lib.nvme_ebs_get_stats_page(_path_bytes(path), page)
+    if result.kind != lib.NVME_EBS_RESULT_OK:
+        raise_for(result, path, OPC_GET_LOG_PAGE, STATS_WHAT)
     return bytes(ffi.buffer(page))
 
 
@@ -162,9 +168,7 @@ def read_stats(path: str) -> EbsStats:
     """Reads and decodes the statistics page in one C call."""
     page = ffi.new("uint8_t[]", PAGE_SIZE)
     out = ffi.new("struct nvme_ebs_stats *")
-    rc = lib.nvme_ebs_read_stats(_path_bytes(path), page, out)
-    if rc == 0:
-        return _stats(out)
-    if rc >= lib.NVME_EBS_DECODE_FAILED:
-        raise _format_error(rc - lib.NVME_EBS_DECODE_FAILED, out, path)
-    raise command_error(rc, path, OPC_GET_LOG_PAGE, STATS_WHAT)
+    result = lib.nvme_ebs_read_stats(_path_bytes(path), page, out)
+    if result.kind != lib.NVME_EBS_RESULT_OK:
+        raise_for(result, path, OPC_GET_LOG_PAGE, STATS_WHAT, out)
+    return _stats(out)

@@ -3,6 +3,12 @@ from typing import Any
 
 ffi: Any
 
+class _Result:
+    """A `struct nvme_ebs_result` cdata: `code` is read in the space `kind` names."""
+
+    kind: int
+    code: int
+
 class _Lib:
     NVME_EBS_PAGE_SIZE: int
     NVME_EBS_MAX_BINS: int
@@ -18,11 +24,14 @@ class _Lib:
     NVME_EBS_ERR_NUM_BINS: int
     NVME_EBS_ERR_BIN_RANGE: int
     NVME_EBS_ERR_BIN_ORDER: int
-    NVME_EBS_DECODE_FAILED: int
-    def nvme_ebs_identify(self, path: bytes, page: Any) -> int: ...
-    def nvme_ebs_get_stats_page(self, path: bytes, page: Any) -> int: ...
+    NVME_EBS_RESULT_OK: int
+    NVME_EBS_RESULT_ERRNO: int
+    NVME_EBS_RESULT_NVME_STATUS: int
+    NVME_EBS_RESULT_DECODE: int
+    def nvme_ebs_identify(self, path: bytes, page: Any) -> _Result: ...
+    def nvme_ebs_get_stats_page(self, path: bytes, page: Any) -> _Result: ...
     def nvme_ebs_decode_stats(self, page: Any, len: int, out: Any) -> int: ...
     def nvme_ebs_decode_identity(self, page: Any, len: int, out: Any) -> int: ...
-    def nvme_ebs_read_stats(self, path: bytes, page: Any, out: Any) -> int: ...
+    def nvme_ebs_read_stats(self, path: bytes, page: Any, out: Any) -> _Result: ...
 
 lib: _Lib

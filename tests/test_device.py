@@ -11,7 +11,9 @@ from fakenvme import FakeNvme
 from pagesource import stats_page
 
 import nvme_ebs
+from nvme_ebs import _native
 from nvme_ebs import testing as pg
+from nvme_ebs._nvme_ebs_c import ffi, lib
 from nvme_ebs.model import PageKind
 
 SERIAL = "vol0123456789abcdef0"
@@ -69,8 +71,8 @@ def test_no_other_command_can_be_sent_from_python() -> None:
     }
     # Neither command function takes an opcode, nsid or cdw: there is nothing to choose.
     cdef = (Path(__file__).parents[1] / "csrc" / "nvme_ebs.h").read_text()
-    assert "int nvme_ebs_identify(const char *path, uint8_t *page);" in cdef
-    assert "int nvme_ebs_get_stats_page(const char *path, uint8_t *page);" in cdef
+    assert "struct nvme_ebs_result nvme_ebs_identify(const char *path, uint8_t *page);" in cdef
+    assert "struct nvme_ebs_result nvme_ebs_get_stats_page(const char *path, uint8_t *page);" in cdef
 
 
 @pytest.mark.parametrize(
@@ -140,6 +142,43 @@ def test_bad_page_from_a_device_is_a_format_error(fake: FakeNvme) -> None:
         nvme_ebs.DeviceNode(path).read_stats()
     assert caught.value.check == "num_bins"
     assert path in str(caught.value)
+
+
+def _result(call: str, path: str) -> tuple[int, int]:
+    page = ffi.new("uint8_t[]", lib.NVME_EBS_PAGE_SIZE)
+    if call == "read_stats":
+        result = lib.nvme_ebs_read_stats(path.encode(), page, ffi.new("struct nvme_ebs_stats *"))
+    else:
+        result = getattr(lib, f"nvme_ebs_{call}")(path.encode(), page)
+    return (result.kind, result.code)
+
+
+@pytest.mark.parametrize("call", ["identify", "get_stats_page", "read_stats"])
+def test_every_command_result_names_the_space_of_its_code(fake: FakeNvme, call: str) -> None:
+    """The same number, 2, as an errno (ENOENT), an NVMe status and a decoder code (bad magic)."""
+    path = _ebs(fake, page=stats_page(3, magic=0xBAD))
+    decoded = (lib.NVME_EBS_RESULT_DECODE, lib.NVME_EBS_ERR_MAGIC) if call == "read_stats" else None
+    assert _result(call, path) == (decoded or (lib.NVME_EBS_RESULT_OK, 0))
+    fake.fail_status("nvme1", 0x0002)
+    assert _result(call, path) == (lib.NVME_EBS_RESULT_NVME_STATUS, 2)
+    fake.fail_status("nvme1", None)
+    fake.fail_errno("nvme1", errno.EIO)
+    assert _result(call, path) == (lib.NVME_EBS_RESULT_ERRNO, errno.EIO)
+    fake.remove("nvme1")
+    assert _result(call, path) == (lib.NVME_EBS_RESULT_ERRNO, errno.ENOENT)
+    assert errno.ENOENT == lib.NVME_EBS_ERR_MAGIC == 2  # what makes the comparison above tell them apart
+
+
+def test_a_result_of_no_known_kind_is_an_error_not_a_success() -> None:
+    result = ffi.new("struct nvme_ebs_result *", {"kind": 99, "code": 7})[0]
+    with pytest.raises(RuntimeError, match=r"/dev/nvme9: .*\(kind 99, code 7\)"):
+        _native.raise_for(result, "/dev/nvme9", lib.NVME_EBS_OPC_GET_LOG_PAGE, _native.STATS_WHAT)
+
+
+def test_histogram_arrays_hold_max_bins() -> None:
+    """The decoder refuses num_bins > NVME_EBS_MAX_BINS: that is what keeps the unpacking in bounds."""
+    fields = dict(ffi.typeof("struct nvme_ebs_histogram").fields)
+    assert [fields[f].type.length for f in ("lower_us", "upper_us", "count")] == [lib.NVME_EBS_MAX_BINS] * 3
 
 
 def test_instance_store_page(fake: FakeNvme) -> None:

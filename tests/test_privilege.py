@@ -24,6 +24,7 @@ import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ci import require_tool, unavailable
@@ -81,6 +82,10 @@ def _swallow(call: Callable[..., object], *args: object) -> None:
         call(*args)
 
 
+def _pair(result: Any) -> tuple[int, int]:
+    return (result.kind, result.code)
+
+
 def test_only_identify_and_log_page_d0_are_ever_sent(
     tmp_path: Path, fake_host: FakeHost, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,11 +106,15 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
         for function in (_native.identify, _native.read_stats, _native.read_stats_page):
             _swallow(function, path)
             calls += 1
-        answers = (0, -errno.EACCES, 0x2109)  # as the four controllers were told to answer
-        assert lib.nvme_ebs_identify(path.encode(), page) in answers
-        assert lib.nvme_ebs_get_stats_page(path.encode(), page) in answers
-        bad_magic = lib.NVME_EBS_DECODE_FAILED + lib.NVME_EBS_ERR_MAGIC
-        assert lib.nvme_ebs_read_stats(path.encode(), page, out) in (*answers, bad_magic)
+        answers = {  # as the four controllers were told to answer
+            (lib.NVME_EBS_RESULT_OK, 0),
+            (lib.NVME_EBS_RESULT_ERRNO, errno.EACCES),
+            (lib.NVME_EBS_RESULT_NVME_STATUS, 0x2109),
+        }
+        bad_magic = (lib.NVME_EBS_RESULT_DECODE, lib.NVME_EBS_ERR_MAGIC)
+        assert _pair(lib.nvme_ebs_identify(path.encode(), page)) in answers
+        assert _pair(lib.nvme_ebs_get_stats_page(path.encode(), page)) in answers
+        assert _pair(lib.nvme_ebs_read_stats(path.encode(), page, out)) in {*answers, bad_magic}
         calls += 3
         # the CLI, in process
         cli.main(["stats", path])
