@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_custom_resource_matches_its_crd(
     crd_validators: dict[str, Callable[[dict[str, Any]], None]], built: dict[str, dict[str, Any]], kind: str
 ) -> None:
     crd_validators[kind](built[kind])
+
+
+def test_readmes_relabeling_patch_builds_a_valid_servicemonitor(
+    crd_validators: dict[str, Callable[[dict[str, Any]], None]], tmp_path: Path
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (patch,) = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "metricRelabelings" in block]
+    copy_of_deploy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy_of_deploy)
+    kustomization = copy_of_deploy / "kubernetes" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text(encoding="utf-8") + patch, encoding="utf-8")
+    monitor = {obj["kind"]: obj for obj in _build(copy_of_deploy / "kubernetes")}["ServiceMonitor"]
+    crd_validators["ServiceMonitor"](monitor)
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
