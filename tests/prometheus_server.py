@@ -8,6 +8,7 @@ import socket
 import subprocess
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -21,16 +22,28 @@ def free_port() -> int:
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, targets: list[str], job: str = "ebs") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        job: str = "ebs",
+        static_configs: list[dict[str, object]] | None = None,
+        rule_files: Sequence[Path] = (),
+    ) -> None:
+        """`static_configs` (targets with their labels) replaces `targets`; `rule_files` are loaded."""
         binary = require_tool("prometheus", "prometheus")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: {job}\n"
-            f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
+        scrape = {"job_name": job, "static_configs": static_configs or [{"targets": targets}]}
+        config.write_text(  # JSON is YAML
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(path) for path in rule_files],
+                    "scrape_configs": [scrape],
+                }
+            )
         )
         self.proc = subprocess.Popen(
             [

@@ -65,7 +65,10 @@ EXPECTED_KINDS = {
     "Service",
     "ServiceMonitor",
     "PrometheusRule",
+    "ConfigMap",
 }
+# The console dashboard lives where the OpenShift console reads dashboards.
+OTHER_NAMESPACES = {"ConfigMap": "openshift-config-managed"}
 CLUSTER_SCOPED = {"Namespace", "SecurityContextConstraints"}
 CRD_FILES = {
     "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
@@ -370,7 +373,7 @@ def test_namespace_is_the_same_everywhere(manifests: dict[str, Manifest]) -> Non
         if kind in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"], kind
         else:
-            assert obj["metadata"]["namespace"] == NAMESPACE, kind
+            assert obj["metadata"]["namespace"] == OTHER_NAMESPACES.get(kind, NAMESPACE), kind
 
 
 def test_namespace_is_monitored_by_the_platform_prometheus(
