@@ -13,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .collector import Collector
 from .http_server import Request, Response
+from .metrics import ALL_BUCKETS, LatencyBuckets
 from .render import Renderer
 
 OPENMETRICS = "application/openmetrics-text"
@@ -44,12 +45,13 @@ class App:
         telemetry_path: str = "/metrics",
         build: Mapping[str, str] | None = None,
         registry: CollectorRegistry | None = None,
+        buckets: LatencyBuckets = ALL_BUCKETS,
     ) -> None:
         self.collector = collector
         self.telemetry_path = telemetry_path
         self.build = build  # the labels of ebs_exporter_build_info; None leaves it out
         self.registry = registry if registry is not None else process_registry()
-        self.renderer = Renderer()
+        self.renderer = Renderer(buckets)
 
     def __call__(self, request: Request) -> Response:
         if request.path == self.telemetry_path:

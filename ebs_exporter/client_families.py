@@ -16,6 +16,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -37,26 +38,46 @@ def _scalar(family: Family, kind: PageKind, samples: list[VolumeSample]) -> Metr
     return metric
 
 
-def _histogram(family: Family, kind: PageKind, samples: list[VolumeSample]) -> HistogramMetricFamily:
-    metric = HistogramMetricFamily(family.full_name(kind), family.help, labels=family.labels)
+def _histogram(
+    family: Family, kind: PageKind, samples: list[VolumeSample], kept: metrics.LatencyBuckets
+) -> HistogramMetricFamily | SummaryMetricFamily:
+    name = family.full_name(kind)
+    if kept.as_summary:
+        summary = SummaryMetricFamily(name, family.help, labels=family.labels)
+        for s in samples:
+            total = sum(s.histogram_counts[family.field])
+            summary.add_metric(
+                [s.state.volume_id, s.state.name], total, getattr(s.stats, family.sum_field) / family.scale
+            )
+        return summary
+    metric = HistogramMetricFamily(name, family.help, labels=family.labels)
     for s in samples:
         hist: LatencyHistogram = getattr(s.stats, family.field)
         cumulative = list(accumulate(s.histogram_counts[family.field]))
         total = cumulative[-1] if cumulative else 0
         closed = hist.upper_us[:-1] if hist.open_ended else hist.upper_us
-        buckets: list[tuple[str, float]] = [(metrics.le_label(u), c) for u, c in zip(closed, cumulative)]
+        buckets: list[tuple[str, float]] = [
+            (metrics.le_label(closed[i]), cumulative[i]) for i in kept.kept(len(closed))
+        ]
         buckets.append(("+Inf", total))
         metric.add_metric([s.state.volume_id, s.state.name], buckets, getattr(s.stats, family.sum_field) / family.scale)
     return metric
 
 
-def families(snapshot: Snapshot, build: Mapping[str, str] | None = None) -> Iterator[Metric]:
+def families(
+    snapshot: Snapshot,
+    build: Mapping[str, str] | None = None,
+    buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS,
+) -> Iterator[Metric]:
     for kind in PageKind:
         chosen = [s for s in snapshot.samples if s.stats.kind is kind]
         if not chosen:
             continue
         for family in metrics.PAGE_FAMILIES:
-            yield _histogram(family, kind, chosen) if family.type == "histogram" else _scalar(family, kind, chosen)
+            if family.type == "histogram":
+                yield _histogram(family, kind, chosen, buckets)
+            else:
+                yield _scalar(family, kind, chosen)
     if snapshot.samples:
         info = InfoMetricFamily(metrics.VOLUME_INFO.name, metrics.VOLUME_INFO.help, labels=[])
         for s in snapshot.samples:
@@ -88,9 +109,15 @@ def families(snapshot: Snapshot, build: Mapping[str, str] | None = None) -> Iter
 class EbsCollector(Collector):
     """A prometheus_client collector over a snapshot source (each collect() takes a fresh one)."""
 
-    def __init__(self, snapshots: Callable[[], Snapshot], build: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        snapshots: Callable[[], Snapshot],
+        build: Mapping[str, str] | None = None,
+        buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS,
+    ) -> None:
         self.snapshots = snapshots
         self.build = build
+        self.buckets = buckets
 
     def collect(self) -> Iterable[Metric]:
-        return list(families(self.snapshots(), self.build))
+        return list(families(self.snapshots(), self.build, self.buckets))

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from nvme_ebs import __version__
 
 from .logs import FORMATS, LEVELS
+from .metrics import LatencyBuckets
 
 EXIT_USAGE = 2
 PROG = "ebs-exporter"
@@ -94,6 +95,13 @@ def _bins(text: str) -> int:
     return int(text)
 
 
+def _latency_buckets(text: str) -> LatencyBuckets:
+    try:
+        return LatencyBuckets.parse(text)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -124,6 +132,14 @@ OPTIONS = (
         device_patterns,
         "only these devices: names, paths or globs, comma separated (default: every EBS and instance-store volume)",
         env="EBS_DEVICE",
+    ),
+    Option(
+        "--collector.latency-buckets",
+        "latency_buckets",
+        "all",
+        _latency_buckets,
+        "histogram buckets served: all (one per device bin), coarse (4 bins to a bucket), "
+        "none (_sum and _count only), or N adjacent bins to a bucket",
     ),
     Option("--log.level", "log_level", "info", _one_of(tuple(LEVELS)), "debug, info, warn or error"),
     Option("--log.format", "log_format", "logfmt", _one_of(FORMATS), "logfmt or json"),

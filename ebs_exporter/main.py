@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     log.info("privileges: %s", keep_only_sys_admin())  # first, while this is the only thread
     collector = Collector(make_source(args), Selector(args.device), device_timeout=args.timeout)
-    app = App(collector, args.path, build_info())
+    app = App(collector, args.path, build_info(), buckets=args.latency_buckets)
     host, port = args.listen
     server = HttpServer(app, host, port, tls=args.tls)
     try:

@@ -163,6 +163,42 @@ EXPORTER_FAMILIES = (VOLUME_INFO, DEVICE_UP, DEVICE_ERRORS, DEVICES, COLLECT_DUR
 FAMILIES = PAGE_FAMILIES + EXPORTER_FAMILIES
 
 
+@dataclass(frozen=True)
+class LatencyBuckets:
+    """Which of a device histogram's bins become buckets (--collector.latency-buckets).
+
+    `merge` adjacent bins become one bucket: the cumulative count at every `merge`-th upper edge
+    is exact, since those edges are the device's own. `merge` 1 keeps every bin; 0 keeps none,
+    and the histogram is then served as a summary of its `_sum` and `_count` alone (a histogram
+    without buckets is not valid exposition).
+    """
+
+    merge: int = 1
+
+    @property
+    def as_summary(self) -> bool:
+        return self.merge == 0
+
+    def kept(self, closed: int) -> range:
+        """Indices, among a histogram's `closed` finite upper edges, of the edges kept."""
+        if self.merge == 0:
+            return range(0)
+        return range(self.merge - 1, closed, self.merge)
+
+    @classmethod
+    def parse(cls, text: str) -> LatencyBuckets:
+        """`all`, `coarse` (4 bins to a bucket), `none`, or a number of bins to merge (1-64)."""
+        named = {"all": 1, "coarse": 4, "none": 0}
+        if text in named:
+            return cls(named[text])
+        if text.isdigit() and 1 <= int(text) <= 64:
+            return cls(int(text))
+        raise ValueError("want all, coarse, none, or a number of adjacent bins to merge (1 to 64)")
+
+
+ALL_BUCKETS = LatencyBuckets()
+
+
 def le_label(upper_us: int) -> str:
     """A bucket's `le` value: the bin's upper bound in seconds, spelled as prometheus_client does."""
     return str(float_to_go_string(upper_us / MICROS))  # type: ignore[no-untyped-call]

@@ -36,9 +36,9 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(value)
 
 
-def _header(emit: Emit, family: Family, openmetrics: bool, kind: PageKind = PageKind.EBS) -> None:
+def _header(emit: Emit, family: Family, openmetrics: bool, kind: PageKind = PageKind.EBS, type_: str = "") -> None:
     name = family.full_name(kind)
-    type_ = family.type
+    type_ = type_ or family.type
     if not openmetrics:  # the text format has no info type, and names a counter with its _total
         if type_ == "counter":
             name += "_total"
@@ -55,16 +55,21 @@ class _Layout:
     bounds: the per-volume part is only the few head strings (see `_VolumeText.heads`).
     """
 
-    __slots__ = ("bounds", "closed", "parts")
+    __slots__ = ("bounds", "buckets", "closed", "kept", "parts")
 
-    def __init__(self, hist: LatencyHistogram) -> None:
+    def __init__(self, hist: LatencyHistogram, buckets: metrics.LatencyBuckets) -> None:
         self.bounds = hist.upper_us
         closed = hist.upper_us[:-1] if hist.open_ended else hist.upper_us
         self.closed = len(closed)
+        # Indices of the finite edges served; None when every one is (the common case, no copy).
+        self.kept = None if buckets.merge == 1 else tuple(buckets.kept(self.closed))
+        self.buckets = len(closed) if self.kept is None else len(self.kept)
         parts: list[str | None] = []
-        for upper in closed:
-            parts += [None, f',le="{metrics.le_label(upper)}"}} ', None]
-        parts += [None, ',le="+Inf"} ', None, None, "} ", None, None, "} ", None, "\n"]
+        for i in range(self.closed) if self.kept is None else self.kept:
+            parts += [None, f',le="{metrics.le_label(closed[i])}"}} ', None]
+        if not buckets.as_summary:
+            parts += [None, ',le="+Inf"} ', None]
+        parts += [None, "} ", None, None, "} ", None, "\n"]
         self.parts = parts
 
 
@@ -78,17 +83,21 @@ class _VolumeText:
         self.histograms: dict[str, tuple[_Layout, list[str]]] = {}  # by family name
         self.info: tuple[object, bytes] | None = None  # (the identity it was made from, the line)
 
-    def heads(self, name: str, closed: int) -> list[str]:
-        """Line heads for `_Layout.parts`: each writes the newline that ends the line before."""
+    def heads(self, name: str, buckets: int) -> list[str]:
+        """Line heads for `_Layout.parts` (`buckets` counts +Inf's): each writes the newline that
+        ends the line before."""
         bucket = f"\n{name}_bucket{{{self.labels}"
-        return [bucket[1:], *[bucket] * closed, f"\n{name}_count{{{self.labels}", f"\n{name}_sum{{{self.labels}"]
+        heads = [*[bucket] * buckets, f"\n{name}_count{{{self.labels}", f"\n{name}_sum{{{self.labels}"]
+        heads[0] = heads[0][1:]
+        return heads
 
 
 class Renderer:
     """Keeps the text that repeats from scrape to scrape; one per exporter. Scrapes may share it
     from several threads: each cache step is one dict operation, and a lost entry costs a rebuild."""
 
-    def __init__(self) -> None:
+    def __init__(self, buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS) -> None:
+        self.buckets = buckets
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
@@ -145,7 +154,7 @@ class Renderer:
                 lines = [f"{head}{t.labels}}} {getattr(s.stats, field) / scale!r}\n" for s, t in chosen]
             emit("".join(lines).encode())
         for family in metrics.HISTOGRAMS:
-            _header(emit, family, openmetrics, kind)
+            _header(emit, family, openmetrics, kind, "summary" if self.buckets.as_summary else "")
             self._histogram(emit, family, family.full_name(kind), chosen)
 
     def _layout(self, text: _VolumeText, name: str, hist: LatencyHistogram) -> tuple[_Layout, list[str]]:
@@ -158,8 +167,9 @@ class Renderer:
         if shared is None:
             if len(self._layouts) >= _LAYOUTS_KEPT:
                 self._layouts.clear()
-            shared = self._layouts[hist.upper_us] = _Layout(hist)
-        cached = text.histograms[name] = (shared, text.heads(name, shared.closed))
+            shared = self._layouts[hist.upper_us] = _Layout(hist, self.buckets)
+        served = shared.buckets + (0 if self.buckets.as_summary else 1)
+        cached = text.histograms[name] = (shared, text.heads(name, served))
         return cached
 
     def _histogram(
@@ -169,18 +179,17 @@ class Renderer:
         for s, t in chosen:
             hist: LatencyHistogram = getattr(s.stats, field)
             layout, heads = self._layout(t, name, hist)
-            closed = layout.closed
             cumulative = list(accumulate(s.histogram_counts[field]))
             total = cumulative[-1] if cumulative else 0
             count = str(total)
+            picked = cumulative[: layout.closed] if layout.kept is None else [cumulative[i] for i in layout.kept]
             # From the first bucket that holds every I/O on, the numbers repeat: convert them once.
-            full = cumulative.index(total) if cumulative else 0
-            if full < closed:
-                numbers = list(map(str, cumulative[:full]))
-                numbers += [count] * (closed - full)
-            else:
-                numbers = list(map(str, cumulative[:closed]))
-            numbers += (count, count, _number(getattr(s.stats, sum_field) / scale))
+            full = picked.index(total) if picked and picked[-1] == total else len(picked)
+            numbers = list(map(str, picked[:full]))
+            numbers += [count] * (len(picked) - full)
+            if not self.buckets.as_summary:
+                numbers.append(count)  # +Inf
+            numbers += (count, _number(getattr(s.stats, sum_field) / scale))
             parts = layout.parts.copy()
             parts[0:-1:3] = heads
             parts[2::3] = numbers

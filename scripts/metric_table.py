@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The README's metric tables, written from the exporter's metric table (ebs_exporter/metrics.py).
+"""The README's metric tables, written from the exporter's metric table (ebs_exporter/metrics.py),
+and its series counts, counted in what the renderer writes for simulated volumes.
 
 scripts/metric_table.py            # print the tables
 scripts/metric_table.py --write    # rewrite them in README.md, between their markers
@@ -12,12 +13,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from ebs_exporter import metrics
-from ebs_exporter.metrics import Family
+from prometheus_client import generate_latest
+
+from ebs_exporter import build_info, metrics
+from ebs_exporter.app import process_registry
+from ebs_exporter.collector import Collector
+from ebs_exporter.metrics import Family, LatencyBuckets
+from ebs_exporter.render import Renderer
+from ebs_exporter.simulate import SimulatedSource
 from ebs_exporter.volumes import ALL_REASONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BEGIN, END = "<!-- metric-table: begin (scripts/metric_table.py --write) -->", "<!-- metric-table: end -->"
+BUCKET_MODES = ("all", "coarse", "none")
+VOLUMES_PER_NODE, NODES = 10, 1000
 REASON_LIST = ", ".join(f"`{r}`" for r in ALL_REASONS)
 
 
@@ -57,12 +65,52 @@ def tables() -> str:
     return "\n".join(lines) + "\n"
 
 
+def series(volumes: int, bins: int, buckets: str) -> int:
+    """Sample lines of one scrape of `volumes` simulated EBS volumes (the exporter's own families)."""
+    collector = Collector(SimulatedSource(volumes, bins, clock=lambda: 1_700_000_000.0))
+    try:
+        text = Renderer(LatencyBuckets.parse(buckets)).render(collector.collect(), build=build_info())
+    finally:
+        collector.close()
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def client_series() -> int:
+    """prometheus_client's own process_* and python_* series, the same on every node."""
+    text = generate_latest(process_registry()).decode()
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def series_counts() -> str:
+    own = client_series()
+    lines = [
+        f"| `--collector.latency-buckets` | bins | series per volume | per node, {VOLUMES_PER_NODE} volumes "
+        f"| {NODES:,} such nodes |",
+        "|---|---|---|---|---|",
+    ]
+    for mode in BUCKET_MODES:
+        for bins in (28, 64):
+            one, node = series(1, bins, mode), series(VOLUMES_PER_NODE, bins, mode)
+            per_volume = (node - one) // (VOLUMES_PER_NODE - 1)
+            cells = [f"`{mode}`", str(bins), str(per_volume), f"{node + own:,}", f"{(node + own) * NODES:,}"]
+            lines.append(_row(cells))
+    note = f"Per node, {own} of these are prometheus_client's `process_*` and `python_*` series."
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def _blocks() -> dict[str, str]:
+    return {"metric-table": tables(), "series-counts": series_counts()}
+
+
 def replaced(readme: str) -> str:
-    head, begin, rest = readme.partition(BEGIN)
-    _, end, tail = rest.partition(END)
-    if not begin or not end:
-        raise SystemExit(f"metric_table: {README}: the markers {BEGIN!r} and {END!r} are missing")
-    return f"{head}{BEGIN}\n{tables()}{END}{tail}"
+    for block, text in _blocks().items():
+        begin, end = f"<!-- {block}: begin (scripts/metric_table.py --write) -->", f"<!-- {block}: end -->"
+        head, found_begin, rest = readme.partition(begin)
+        _, found_end, tail = rest.partition(end)
+        if not found_begin or not found_end:
+            raise SystemExit(f"metric_table: {README}: the markers {begin!r} and {end!r} are missing")
+        readme = f"{head}{begin}\n{text}{end}{tail}"
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="fail when README.md's tables are out of date")
     args = p.parse_args(argv)
     if not (args.write or args.check):
-        sys.stdout.write(tables())
+        sys.stdout.write("\n".join(_blocks().values()))
         return 0
     current = README.read_text(encoding="utf-8")
     wanted = replaced(current)
