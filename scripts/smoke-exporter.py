@@ -42,26 +42,27 @@ def check(condition: bool, message: str) -> None:
 
 def installed_from(venv: Path, cwd: Path, env: dict[str, str]) -> tuple[list[str], str]:
     code = (
-        "import importlib.metadata, nvme_ebs, ebs_exporter;"
+        "import nvme_ebs, ebs_exporter;"
         "print(nvme_ebs.__file__); print(ebs_exporter.__file__);"
-        "print(importlib.metadata.version('ebs-metrics-exporter'))"
+        "print(','.join(f'{k}=\"{v}\"' for k, v in ebs_exporter.build_info().items()))"
     )
     out = subprocess.run(
         [str(venv / "bin" / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     check(out.returncode == 0, f"importing the installed package failed:\n{out.stderr}")
-    *files, version = out.stdout.split()
-    return files, version
+    *files, build_labels = out.stdout.split()
+    return files, build_labels
 
 
-def check_page(page: str, version: str) -> list[str]:
+def check_page(page: str, build_labels: str) -> list[str]:
     samples = [line for line in page.splitlines() if line and not line.startswith("#")]
     up = [line for line in samples if line.startswith("ebs_device_up{")]
     check(len(up) == 1 and up[0].endswith(" 1"), f"want one ebs_device_up sample of value 1, got {up}")
     info = [line for line in samples if line.startswith("ebs_volume_info{")]
     check(len(info) == 1, f"want one ebs_volume_info sample, got {info}")
-    build = f'ebs_exporter_build_info{{version="{version}"}} 1'
+    build = f"ebs_exporter_build_info{{{build_labels}}} 1"
     check(build in samples, f"no {build!r} sample")
+    check('revision="unknown"' not in build, f"the wheel does not know the commit it was built from: {build}")
     return samples
 
 
@@ -79,7 +80,7 @@ def smoke(venv: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
     with tempfile.TemporaryDirectory(prefix="ebs-smoke-") as tmp:
         cwd = Path(tmp)
-        files, version = installed_from(venv, cwd, env)
+        files, build_labels = installed_from(venv, cwd, env)
         site = (venv / "lib").resolve()
         for file in files:
             check(Path(file).resolve().is_relative_to(site), f"{file} is not inside {site}")
@@ -98,14 +99,14 @@ def smoke(venv: Path) -> str:
             content_type = headers.get("content-type", "")
             check(content_type.startswith("text/plain"), f"unexpected Content-Type {content_type!r}")
             page = body.decode("utf-8")
-            samples = check_page(page, version)
+            samples = check_page(page, build_labels)
             promtool_check(page)
             returncode = running.stop(signal.SIGTERM, STOP_TIMEOUT_S)
         log = running.log_text()
         check(returncode == 0, f"ebs-exporter exited with {returncode} on SIGTERM:\n{log}")
         check("shutting down" in log, f"no 'shutting down' log line:\n{log}")
     return (
-        f"smoke: {entrypoint} {version} from {site}: {len(samples)} samples, "
+        f"smoke: {entrypoint} ({build_labels}) from {site}: {len(samples)} samples, "
         "promtool check metrics OK, SIGTERM -> exit 0"
     )
 
