@@ -446,6 +446,9 @@ def run_checks(config_path: str, config: dict[str, Any]) -> None:
             out.step(f"fabrics_identify:{path}", functools.partial(identify, path))
             out.step(f"fabrics_read_stats:{path}", functools.partial(read_stats, path))
         out.step("ebs_exporter", functools.partial(run_exporter, config_path))
+    emulated = out.step("emulated_import", lambda: importlib.import_module("tests.qemu.guest_emulated") and True)
+    if emulated:
+        importlib.import_module("tests.qemu.guest_emulated").run(out, config_path)
     out.emit({"event": "done"})
 
 
