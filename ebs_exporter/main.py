@@ -125,6 +125,10 @@ def make_source(args: argparse.Namespace) -> Source:
         from .simulate import SimulatedSource
 
         return SimulatedSource(args.simulate, args.simulate_bins)
+    from nvme_ebs import set_command_timeout
+
+    # The kernel aborts a command the device holds, so a read thread is not parked for 60 s.
+    set_command_timeout(args.timeout)
     return HostSource(args.sysfs, args.dev)
 
 
