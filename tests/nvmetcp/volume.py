@@ -101,6 +101,7 @@ class Volume:
         page[77] = MDTS
         struct.pack_into("<HI", page, 78, cntlid, NVME_VERSION)
         page[76] = 0  # CMIC: one controller per subsystem, so no multipath head
+        struct.pack_into("<I", page, 92, 1 << 8)  # OAES: namespace attribute notices (the host then sends an AER)
         page[258], page[259], page[261] = 3, 3, 0  # ACL, AERL (0's based); LPA: no optional logs
         struct.pack_into("<H", page, 320, 10)  # KAS: keep-alive granularity 100 ms units, required
         page[512], page[513] = 0x66, 0x44  # SQES, CQES
