@@ -2,6 +2,7 @@
 
 import pytest
 from fakenvme import ensure_preloaded
+from kernel_guest import guest  # noqa: F401 - the shared QEMU boot, as a fixture
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -37,17 +37,24 @@ class EmulatedVolume:
     def counters(self) -> dict[str, int]:
         return {name: self.seed * 1_000_003 + i * 7919 for i, name in enumerate(COUNTER_FIELDS)}
 
+    def read_bins(self) -> list[tuple[int, int, int]]:
+        """28 bins, every fifth count at the 32-bit maximum."""
+        counts = [U32_MAX if i % 5 == 0 else self.seed * 100 + i for i in range(28)]
+        return [(lo, hi, c) for (lo, hi), c in zip(power_of_two_bounds(28), counts)]
+
+    def write_bins(self) -> list[tuple[int, int, int]]:
+        """64 bins (the most a page holds), some counts at the 32-bit maximum."""
+        counts = [U32_MAX if i % 7 == 3 else self.seed + i for i in range(64)]
+        return [(lo, hi, c) for (lo, hi), c in zip(power_of_two_bounds(64), counts)]
+
     def stats_page(self, magic: int | None = None) -> bytes:
-        """Version != 0, 28 read bins and 64 write bins, some counts at the 32-bit maximum."""
-        read = [
-            (lo, hi, U32_MAX if i % 5 == 0 else self.seed * 100 + i)
-            for i, (lo, hi) in enumerate(power_of_two_bounds(28))
-        ]
-        write = [
-            (lo, hi, U32_MAX if i % 7 == 3 else self.seed + i) for i, (lo, hi) in enumerate(power_of_two_bounds(64))
-        ]
+        """Version != 0, the bins above, the counters of this volume's seed."""
         return encode_stats_page(
-            self.counters(), read, write, magic=self.magic if magic is None else magic, version=self.version
+            self.counters(),
+            self.read_bins(),
+            self.write_bins(),
+            magic=self.magic if magic is None else magic,
+            version=self.version,
         )
 
     def identify_page(self) -> bytes:

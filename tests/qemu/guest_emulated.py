@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import os
 import select
@@ -30,14 +31,15 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000e6e5"
 CONNECTED_AT_START = (pages.EBS_A, pages.EBS_B, pages.INSTANCE)
 
 
+def module_argv(config_path: str, module: str) -> list[str]:
+    """``python -m module`` with the host's sys.path (see guest_checks.py --exec-module)."""
+    return [sys.executable, "-I", "-B", gc.__file__, config_path, "--exec-module", module]
+
+
 class EmulatorProcess:
-    def __init__(self, config_path: str) -> None:
-        PAGES_DIR.mkdir(parents=True, exist_ok=True)
-        for volume in pages.VOLUMES:
-            volume.write_files(PAGES_DIR)
-        argv = [sys.executable, "-I", "-B", gc.__file__, config_path, "--exec-module", "tests.nvmetcp"]
-        argv += ["--pages", str(PAGES_DIR), "--record", RECORD]
-        argv += [f"--volume={v.serial}:{pages.port_of(v)}" for v in pages.VOLUMES]
+    def __init__(self, config_path: str, pages_dir: Path, volumes: list[str]) -> None:
+        argv = [*module_argv(config_path, "tests.nvmetcp"), "--pages", str(pages_dir), "--record", RECORD]
+        argv += [f"--port={pages.FIRST_PORT}", *(f"--volume={v}" for v in volumes)]
         self.log = open(EMULATOR_LOG, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log)
         assert self.proc.stdout is not None
@@ -62,10 +64,10 @@ class EmulatorProcess:
         self.log.close()
 
 
-def connect(volume: pages.EmulatedVolume) -> dict[str, Any]:
+def connect(serial: str, port: int) -> dict[str, Any]:
     """The kernel's own connect: one write to /dev/nvme-fabrics; waits for the namespace."""
     options = (
-        f"transport=tcp,traddr=127.0.0.1,trsvcid={pages.port_of(volume)},nqn={nqn_for(volume.serial)},"
+        f"transport=tcp,traddr=127.0.0.1,trsvcid={port},nqn={nqn_for(serial)},"
         f"hostnqn={HOSTNQN},reconnect_delay=1,ctrl_loss_tmo=60"
     )
     started = time.monotonic()
@@ -98,10 +100,18 @@ def connect(volume: pages.EmulatedVolume) -> dict[str, Any]:
 
 def disconnect(controller: str) -> None:
     gc.write(f"/sys/class/nvme/{controller}/delete_controller", "1")
+    gc.wait_for(lambda: not os.path.exists(f"/sys/class/nvme/{controller}"), attempts=200, interval=0.05)
 
 
 def connect_all() -> dict[str, Any]:
-    return {v.serial: connect(v) for v in CONNECTED_AT_START}
+    return {v.serial: connect(v.serial, pages.port_of(v)) for v in CONNECTED_AT_START}
+
+
+def start_emulator(config_path: str) -> EmulatorProcess:
+    PAGES_DIR.mkdir(parents=True, exist_ok=True)
+    for volume in pages.VOLUMES:
+        volume.write_files(PAGES_DIR)
+    return EmulatorProcess(config_path, PAGES_DIR, [f"{v.serial}:{pages.port_of(v)}" for v in pages.VOLUMES])
 
 
 def read_page(path: str, volume: pages.EmulatedVolume) -> dict[str, Any]:
@@ -125,7 +135,7 @@ def recorded_commands() -> list[dict[str, Any]]:
 
 
 def run(out: gc.Reporter, config_path: str) -> None:
-    emulator = out.step("emulator_start", functools.partial(EmulatorProcess, config_path))
+    emulator = out.step("emulator_start", functools.partial(start_emulator, config_path))
     if emulator is None:
         return
     try:
@@ -139,6 +149,9 @@ def run(out: gc.Reporter, config_path: str) -> None:
                 out.step(f"emulated_read:{volume.serial}:{path}", functools.partial(read_page, path, volume))
         out.step("emulated_commands", recorded_commands)
         out.step("emulated_discover", gc.discover)
+        exporter_run = importlib.import_module("tests.qemu.guest_exporter_run")
+        out.step("emulated_exporter", functools.partial(exporter_run.run, config_path, connected))
+        out.step("emulated_commands:after_faults", recorded_commands)
     finally:
         emulator.stop()
         out.emit({"event": "emulator_log", "tail": emulator.log_tail()})
