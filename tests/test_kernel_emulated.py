@@ -9,6 +9,7 @@ the guest reported; the expected bytes are built here from the same definitions.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -205,3 +206,35 @@ def test_fault_is_counted_and_the_volume_recovers(guest: Any, fault: str) -> Non
 def test_threads_and_fds_come_back(guest: Any) -> None:
     result = exporter(guest)
     assert result["resources_after"] == result["resources_before"]
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKENVME")}
+    harness = Path(__file__).resolve().parent / "qemu" / "harness.py"
+    return subprocess.run([sys.executable, str(harness), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_page_dump_tool_scrapes_each_dump(tmp_path: Path) -> None:
+    """harness.py --ebs-pages DIR --scrape OUT: a dump alone, and one with its own identify page."""
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    (dump / f"{pages.EBS_B.serial}.d0").write_bytes(pages.EBS_B.stats_page())  # identify built from the serial
+    pages.INSTANCE.write_files(dump)
+    out = tmp_path / "scrape.txt"
+    done = _tool("--ebs-pages", str(dump), "--scrape", str(out))
+    if done.returncode == 2 and done.stderr.startswith("unavailable:"):
+        unavailable(done.stderr.strip())
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    info = {s.labels["volume_id"]: s.labels for s in samples(text) if s.name == "ebs_volume_info"}
+    assert info[volume_id(pages.EBS_B)]["block_device_mapping"] == "sdf"  # the default mapping
+    assert info[volume_id(pages.INSTANCE)]["kind"] == "instance_store"
+    for volume in (pages.EBS_B, pages.INSTANCE):
+        read_ops = value(text, f"{prefix(volume)}read_ops_total", volume_id=volume_id(volume))
+        assert read_ops == volume.counters()["total_read_ops"]
+
+
+def test_page_dump_tool_names_what_is_wrong(tmp_path: Path) -> None:
+    done = _tool("--ebs-pages", str(tmp_path), "--scrape", str(tmp_path / "out.txt"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"harness: --ebs-pages {tmp_path}: no SERIAL.d0 file"

@@ -155,3 +155,23 @@ def run(out: gc.Reporter, config_path: str) -> None:
     finally:
         emulator.stop()
         out.emit({"event": "emulator_log", "tail": emulator.log_tail()})
+
+
+def scrape_pages(out: gc.Reporter, config_path: str, pages_dir: str) -> None:
+    """The page-dump tool: serve every SERIAL.d0 in pages_dir, connect them, scrape the exporter once."""
+    serials = sorted(p.name[: -len(".d0")] for p in Path(pages_dir).glob("*.d0"))
+    ports = {serial: pages.FIRST_PORT + i for i, serial in enumerate(serials)}
+    emulator = out.step(
+        "emulator",
+        functools.partial(EmulatorProcess, config_path, Path(pages_dir), [f"{s}:{p}" for s, p in ports.items()]),
+    )
+    if emulator is None:
+        return
+    try:
+        connected = out.step("connect", lambda: {s: connect(s, p) for s, p in ports.items()})
+        if connected is not None:
+            exporter_run = importlib.import_module("tests.qemu.guest_exporter_run")
+            out.step("scrape", functools.partial(exporter_run.scrape_once, config_path))
+    finally:
+        emulator.stop()
+        out.emit({"event": "emulator_log", "tail": emulator.log_tail()})

@@ -149,3 +149,11 @@ def run(config_path: str, connected: dict[str, Any]) -> dict[str, Any]:
         result["returncode"] = exporter.stop()
         result["log_tail"] = exporter.log_tail()
     return result
+
+
+def scrape_once(config_path: str) -> dict[str, Any]:
+    exporter = Exporter(config_path)
+    try:
+        return exporter.scrape()
+    finally:
+        exporter.stop()
