@@ -81,6 +81,14 @@ class Connection:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
+    def linger(self) -> None:
+        """Half-close and drain what the host still sends, so the Term Req is not lost to a reset."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+            self.sock.settimeout(1.0)
+            while self.sock.recv(65536):
+                pass
+
     def serve(self) -> None:
         peer = f"{self.volume.serial} port {self.volume.port}"
         try:
@@ -94,6 +102,7 @@ class Connection:
             log.warning("%s: malformed PDU, closing the connection: %s", peer, exc)
             self.recorder.write({"serial": self.volume.serial, "event": "malformed", "reason": str(exc)})
             self.send(pdu.c2h_term(exc.fes))
+            self.linger()
         except pdu.ConnectionClosed:
             log.debug("%s: queue %d closed by the host", peer, self.qid)
         finally:

@@ -20,7 +20,7 @@ ICREQ_BODY = struct.Struct("<HBBI")  # pfv hpda digest maxr2t (then 112 reserved
 ICRESP_BODY = struct.Struct("<HBBI112x")  # pfv cpda digest maxdata
 DATA_BODY = struct.Struct("<HHII4x")  # command_id ttag offset length (C2HData, H2CData, R2T)
 CQE = struct.Struct("<QHHHH")  # result sq_head sq_id command_id status(<<1 | phase)
-TERM_BODY = struct.Struct("<HI8x")  # fes fei
+TERM_BODY = struct.Struct("<HI10x")  # fes fei (then reserved up to the 24-byte header)
 
 ICREQ_LEN = 128
 CMD_HLEN = 8 + 64

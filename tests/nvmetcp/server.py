@@ -31,6 +31,7 @@ class Emulator:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.address, volume.port))
             sock.listen(16)
+            volume.port = sock.getsockname()[1]  # the one chosen when asked for port 0
             self._listeners.append(sock)
             thread = threading.Thread(target=self._accept, args=(sock, volume), name=f"accept-{volume.serial}")
             thread.daemon = True
