@@ -193,3 +193,13 @@ def test_faults_from_the_fault_file(served: tuple[volume.Volume, Path, Path]) ->
     fault.write_text("drop\n")
     with pytest.raises(ConnectionError):
         host.admin(commands.ADMIN_GET_LOG_PAGE, 1, 0x03FF00D0, length=4096)
+
+
+def test_a_bad_fault_file_is_ignored_with_a_warning(
+    served: tuple[volume.Volume, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    vol, pages_dir, _ = served
+    (pages_dir / f"{EBS_A.serial}.fault").write_text("status nonsense\n")
+    host = Host(vol.port, vol.nqn)
+    assert host.admin(commands.ADMIN_GET_LOG_PAGE, 1, 0x03FF00D0, length=4096)[0] == 0
+    assert any("ignoring" in r.getMessage() and ".fault" in r.getMessage() for r in caplog.records)

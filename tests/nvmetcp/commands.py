@@ -96,7 +96,7 @@ class Controller:
 
     def __init__(self, volume: Volume) -> None:
         self.volume = volume
-        self.cntlid = next(self._ids) & 0xFFEF or 1  # 0xFFF0 and up are reserved
+        self.cntlid = (next(self._ids) - 1) % 0xFFEF + 1  # 1..0xFFEF: 0xFFF0 and up are reserved
         self.cc = 0
         self.features = {FEATURE_NUM_QUEUES: 0, FEATURE_ASYNC_EVENT_CONFIG: 0, FEATURE_KEEP_ALIVE: 0}
         self.lock = threading.Lock()

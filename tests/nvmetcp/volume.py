@@ -17,12 +17,15 @@ outside the bytes nvme_ebs reads (VID, serial, model, firmware, offset 3072).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import struct
 import threading
 from pathlib import Path
 
 from nvme_ebs.testing import PAGE_SIZE, encode_identify
+
+log = logging.getLogger("nvmetcp")
 
 NQN_PREFIX = "nqn.2024-01.io.example.ebs-emulator:"
 BLOCK_SIZE = 512
@@ -91,9 +94,14 @@ class Volume:
         if not raw:
             return None
         words = raw.decode("ascii", "replace").split()
-        kind = words[0]
-        value = float(int(words[1], 0) if kind == "status" else words[1]) if len(words) > 1 else 0.0
-        return Fault(kind, value)
+        try:
+            kind, value = words[0], (words[1:] or ["0"])[0]
+            if kind not in ("hold", "drop", "status"):
+                raise ValueError(f"unknown fault {kind!r}")
+            return Fault(kind, float(int(value, 0) if kind == "status" else value))
+        except ValueError as exc:
+            log.warning("%s: ignoring %s: %s", self.serial, self._fault.path, exc)
+            return None
 
     def identify_controller(self, cntlid: int) -> bytes:
         page = bytearray(self._identify.read() or encode_identify(self.serial, block_device_mapping="sdf"))
