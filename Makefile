@@ -62,7 +62,7 @@ test: deps venv $(CHECKOV_VENV)/bin/checkov ## run the whole test suite (install
 	CHECKOV=$(abspath $(CHECKOV_VENV)/bin/checkov) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-kernel: deps venv ## only the tests against a real Linux NVMe driver under QEMU
-	$(PY) -m pytest -m kernel tests/test_kernel.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m kernel tests/test_kernel.py tests/test_kernel_emulated.py $(PYTEST_ARGS)
 
 update-golden: venv ## rewrite tests/fixtures/host and tests/golden/ (the metrics contract) on purpose; review the diff
 	$(PY) tests/fixture_host.py

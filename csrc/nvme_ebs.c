@@ -28,6 +28,14 @@
 #define IDENT_OFF_FIRMWARE 64
 #define IDENT_OFF_BDEV_MAPPING 3072
 
+/* 0: the kernel's default admin timeout (60 s with nvme_core's defaults). */
+static uint32_t command_timeout_ms;
+
+void nvme_ebs_set_timeout_ms(uint32_t timeout_ms)
+{
+    command_timeout_ms = timeout_ms;
+}
+
 static struct nvme_ebs_result result(int kind, int code)
 {
     struct nvme_ebs_result r;
@@ -62,6 +70,7 @@ static struct nvme_ebs_result admin_command(const char *path, uint8_t opcode, ui
     cmd.addr = (uint64_t)(uintptr_t)page;
     cmd.data_len = NVME_EBS_PAGE_SIZE;
     cmd.cdw10 = cdw10;
+    cmd.timeout_ms = command_timeout_ms;
 
     memset(page, 0, NVME_EBS_PAGE_SIZE);
     do {

@@ -104,6 +104,13 @@ int nvme_ebs_decode_identity(const uint8_t *page, size_t len, struct nvme_ebs_id
  * or, when the device answered a page that does not decode, DECODE.
  */
 struct nvme_ebs_result nvme_ebs_read_stats(const char *path, uint8_t *page, struct nvme_ebs_stats *out);
+
+/*
+ * How long the kernel lets each later command run before aborting it (the
+ * passthrough's timeout_ms), for every thread; 0, the default, leaves the
+ * kernel's own admin timeout.
+ */
+void nvme_ebs_set_timeout_ms(uint32_t timeout_ms);
 /* CDEF-END */
 
 #endif

@@ -49,6 +49,10 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _kernel_seconds(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else _seconds(text)
+
+
 def _one_of(choices: Sequence[str]) -> Callable[[str], str]:
     def check(text: str) -> str:
         if text not in choices:
@@ -125,6 +129,14 @@ OPTIONS = (
     Option("--path.sysfs", "sysfs", "/sys", _directory, "sysfs mount point, e.g. /host/sys in a container"),
     Option("--path.dev", "dev", "/dev", _directory, "device directory, e.g. /host/dev in a container"),
     Option("--device.timeout", "timeout", "3", _seconds, "seconds a scrape waits for one device"),
+    Option(
+        "--device.kernel-timeout",
+        "kernel_timeout",
+        "0",
+        _kernel_seconds,
+        "seconds after which the kernel aborts a command the device holds, and resets or reconnects "
+        "its controller; 0 leaves the kernel's admin timeout",
+    ),
     Option(
         "--device",
         "device",

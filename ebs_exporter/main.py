@@ -28,6 +28,10 @@ def make_source(args: argparse.Namespace) -> Source:
         from .simulate import SimulatedSource
 
         return SimulatedSource(args.simulate, args.simulate_bins)
+    if args.kernel_timeout:  # off by default: the kernel resets a controller whose command it aborts
+        from nvme_ebs import set_command_timeout
+
+        set_command_timeout(args.kernel_timeout)
     return HostSource(args.sysfs, args.dev)
 
 

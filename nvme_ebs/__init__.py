@@ -7,7 +7,7 @@ for d in nvme_ebs.discover():
         print(d.volume_id, stats.total_read_ops, stats.volume_queue_length)
 """
 
-from ._native import parse_identify, parse_log_page
+from ._native import parse_identify, parse_log_page, set_command_timeout
 from ._version import __version__
 from .device import DeviceNode
 from .discovery import discover
@@ -55,6 +55,7 @@ __all__ = [
     "discover",
     "parse_identify",
     "parse_log_page",
+    "set_command_timeout",
     "volume_id_from_serial",
 ]
 

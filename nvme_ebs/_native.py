@@ -141,6 +141,16 @@ def parse_identify(data: bytes, device: str | None = None) -> ControllerIdentity
     return _identity(out)
 
 
+def set_command_timeout(seconds: float) -> None:
+    """Let the kernel abort each later command after ``seconds`` (0: its own default, 60 s).
+
+    Passed in the passthrough command, so a device that never answers costs the calling
+    thread about this long instead of the kernel's admin timeout."""
+    if not 0 <= seconds <= 0xFFFFFFFF / 1000:
+        raise ValueError(f"command timeout {seconds!r} s is out of range")
+    lib.nvme_ebs_set_timeout_ms(int(seconds * 1000))
+
+
 def _path_bytes(path: str) -> bytes:
     if "\0" in path:
         raise ValueError(f"device path contains a NUL byte: {path!r}")

@@ -11,6 +11,7 @@ import pytest
 from ci import require_tool
 from exporter_harness import FakeHost
 from fakenvme import ensure_preloaded
+from kernel_guest import guest  # noqa: F401 - the shared QEMU boot, as a fixture
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

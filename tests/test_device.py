@@ -52,6 +52,20 @@ def test_identify_is_sent_exactly_as_specified(fake: FakeNvme) -> None:
     assert cmd["access"] == "rdonly"
 
 
+def test_command_timeout_is_passed_to_the_kernel(fake: FakeNvme) -> None:
+    path = _ebs(fake)
+    try:
+        nvme_ebs.set_command_timeout(2.5)
+        nvme_ebs.DeviceNode(path).read_stats()
+        nvme_ebs.DeviceNode(path).identify()
+    finally:
+        nvme_ebs.set_command_timeout(0)
+    nvme_ebs.DeviceNode(path).read_stats()
+    assert [c["timeout_ms"] for c in fake.commands("nvme1")] == [2500, 2500, 0]
+    with pytest.raises(ValueError, match="out of range"):
+        nvme_ebs.set_command_timeout(-1)
+
+
 def test_raw_page_round_trips(fake: FakeNvme) -> None:
     path = _ebs(fake, page=stats_page(5, 64))
     raw = nvme_ebs.DeviceNode(path).read_stats_page()
@@ -68,6 +82,7 @@ def test_no_other_command_can_be_sent_from_python() -> None:
         "nvme_ebs_read_stats",
         "nvme_ebs_decode_stats",
         "nvme_ebs_decode_identity",
+        "nvme_ebs_set_timeout_ms",  # the kernel's timeout for both commands: no command of its own
     }
     # Neither command function takes an opcode, nsid or cdw: there is nothing to choose.
     cdef = (Path(__file__).parents[1] / "csrc" / "nvme_ebs.h").read_text()

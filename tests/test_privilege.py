@@ -57,6 +57,8 @@ LOG_PAGE_D0 = {
 }
 COMMAND_FUNCTIONS = {"nvme_ebs_identify", "nvme_ebs_get_stats_page", "nvme_ebs_read_stats"}
 DECODERS = {"nvme_ebs_decode_stats", "nvme_ebs_decode_identity"}
+SETTINGS = {"nvme_ebs_set_timeout_ms"}  # the kernel's timeout for the two commands, nothing else
+EXPORTER_TIMEOUT_MS = 2500  # the test's --device.kernel-timeout (off by default), passed to the kernel
 # What the shared object may import besides the Python C API: the calls of one open, fstat,
 # ioctl and close, and what compilers emit on their own. Nothing that writes or maps.
 ALLOWED_IMPORTS = re.compile(
@@ -140,12 +142,16 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
     ):
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
-    with Exporter(host.args(), env) as running:
+    with Exporter(host.args(), env) as running:  # by default the kernel's own timeout: timeout_ms 0
+        assert value(running.metrics(), "ebs_device_up", device="nvme1n1") == 1
+    with Exporter([*host.args(), f"--device.kernel-timeout={EXPORTER_TIMEOUT_MS / 1000:g}"], env) as running:
         assert value(running.metrics(), "ebs_device_up", device="nvme1n1") == 1
 
     commands = [c for n in names for c in host.fake.commands(n)]
     assert len(commands) >= calls  # the calls reached the fake (a few send two commands)
-    strays = [c for c in commands if c not in (IDENTIFY, LOG_PAGE_D0)]
+    assert {c["timeout_ms"] for c in commands} == {0, EXPORTER_TIMEOUT_MS}
+    shapes = [{**c, "timeout_ms": 0} for c in commands]
+    strays = [c for c in shapes if c not in (IDENTIFY, LOG_PAGE_D0)]
     assert strays == []
     for name in names:  # both shapes were seen on every controller: the comparison is not vacuous
         assert IDENTIFY in host.fake.commands(name) and LOG_PAGE_D0 in host.fake.commands(name), name
@@ -153,7 +159,8 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
 
 def test_compiled_module_offers_no_generic_passthrough() -> None:
     functions = {n for n in dir(lib) if callable(getattr(lib, n))}
-    assert functions == COMMAND_FUNCTIONS | DECODERS
+    assert functions == COMMAND_FUNCTIONS | DECODERS | SETTINGS
+    assert ffi.typeof(lib.nvme_ebs_set_timeout_ms).cname == "void(*)(uint32_t)"
     assert all(isinstance(getattr(lib, n), int) for n in set(dir(lib)) - functions)
     for name in COMMAND_FUNCTIONS:
         ctype = ffi.typeof(getattr(lib, name))
@@ -167,7 +174,7 @@ def test_compiled_module_offers_no_generic_passthrough() -> None:
     so = _nvme_ebs_c.__file__
     defined = subprocess.run([nm, "-D", "--defined-only", so], capture_output=True, text=True, check=True).stdout
     exported = {f[2] for f in (line.split() for line in defined.splitlines()) if len(f) == 3 and f[1] in "TW"}
-    assert exported == {"PyInit__nvme_ebs_c"} | COMMAND_FUNCTIONS | DECODERS
+    assert exported == {"PyInit__nvme_ebs_c"} | COMMAND_FUNCTIONS | DECODERS | SETTINGS
     undefined = subprocess.run([nm, "-D", "--undefined-only", so], capture_output=True, text=True, check=True).stdout
     imports = {line.split()[-1].split("@")[0] for line in undefined.splitlines() if line.strip()}
     assert {"ioctl", "close"} <= imports

@@ -401,6 +401,10 @@ def run_exporter(config_path: str) -> dict[str, Any]:
 
 def run_checks(config_path: str, config: dict[str, Any]) -> None:
     out = Reporter(config["prefix"])
+    if config.get("ebs_pages"):  # harness.py --ebs-pages: only serve the dump and scrape
+        importlib.import_module("tests.qemu.guest_emulated").scrape_pages(out, config_path, config["ebs_pages"])
+        out.emit({"event": "done"})
+        return
     out.step(
         "environment",
         lambda: {
@@ -424,6 +428,9 @@ def run_checks(config_path: str, config: dict[str, Any]) -> None:
             out.step(f"fabrics_identify:{path}", functools.partial(identify, path))
             out.step(f"fabrics_read_stats:{path}", functools.partial(read_stats, path))
         out.step("ebs_exporter", functools.partial(run_exporter, config_path))
+    emulated = out.step("emulated_import", lambda: importlib.import_module("tests.qemu.guest_emulated") and True)
+    if emulated:
+        importlib.import_module("tests.qemu.guest_emulated").run(out, config_path)
     out.emit({"event": "done"})
 
 

@@ -10,7 +10,9 @@ Host side of the kernel tests (``tests/test_kernel.py``):
   ``guest_checks.py`` with this very interpreter.  Results come back as JSON lines
   carrying a per-run prefix on the serial console.
 
-Run by hand: ``python tests/qemu/harness.py [--prepare-only] [--timeout S]``.
+Run by hand: ``python tests/qemu/harness.py [--prepare-only] [--timeout S]``; with a page dump,
+``python tests/qemu/harness.py --ebs-pages DIR --scrape OUT`` serves each ``SERIAL.d0`` in DIR
+as an emulated EBS controller (tests/nvmetcp) and writes one scrape of the exporter to OUT.
 """
 
 from __future__ import annotations
@@ -537,11 +539,43 @@ def boot(
     )
 
 
+def scrape_page_dump(image: GuestImage, pages: Path, out: Path, timeout: float) -> int:
+    """Boot with one emulated controller per SERIAL.d0 in ``pages``; write one scrape to ``out``."""
+    result = boot(image, timeout=timeout, guest_options={"ebs_pages": _check_path(pages.resolve())})
+    checks = result.checks
+    for step in ("emulator", "connect", "scrape"):
+        record = checks.get(step)
+        if record is None or not record["ok"]:
+            if not checks:
+                why = "timed out" if result.timed_out else f"no result from the guest ({result.console_log})"
+                print(f"harness: boot failed: {why}", file=sys.stderr)
+            else:
+                why = record["error"]["message"] if record else "not reached"
+                print(f"harness: {step} failed: {why} ({result.console_log})", file=sys.stderr)
+            return 1
+    out.write_text(checks["scrape"]["result"]["text"])
+    print(f"{out}: one scrape of {len(list(pages.glob('*.d0')))} emulated volumes; {result.summary()}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepare-only", action="store_true", help="build the cached kernel/initramfs")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="hard QEMU timeout (s)")
+    parser.add_argument(
+        "--ebs-pages",
+        type=Path,
+        metavar="DIR",
+        help="serve one emulated EBS controller per SERIAL.d0 (log page 0xD0 dump) in DIR, "
+        "with SERIAL.id as its identify page if present, and scrape the exporter in the guest",
+    )
+    parser.add_argument("--scrape", type=Path, metavar="OUT", help="with --ebs-pages: where to write the scrape")
     args = parser.parse_args(argv)
+    if (args.ebs_pages is None) != (args.scrape is None):
+        parser.error("--ebs-pages and --scrape go together")
+    if args.ebs_pages is not None and not any(args.ebs_pages.glob("*.d0")):
+        print(f"harness: --ebs-pages {args.ebs_pages}: no SERIAL.d0 file", file=sys.stderr)
+        return 2
     try:
         image = prepare_image()
     except HarnessUnavailable as exc:
@@ -550,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kernel {image.kernel_version}, prepared in {image.prepared_seconds:.1f} s", file=sys.stderr)
     if args.prepare_only:
         return 0
+    if args.ebs_pages is not None:
+        return scrape_page_dump(image, args.ebs_pages, args.scrape, args.timeout)
     result = boot(image, timeout=args.timeout)
     for record in result.records:
         print(json.dumps(record, sort_keys=True))
