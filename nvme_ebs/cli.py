@@ -185,7 +185,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line and exit 2, instead of argparse's usage block: `--flag: value (what is wanted)`."""
         message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
-        self.exit(2, f"nvme-ebs: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"nvme-ebs: {message}; see {self.prog} --help\n")
 
 
 def _seconds(text: str) -> float:

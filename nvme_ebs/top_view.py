@@ -8,6 +8,7 @@ a thread of its own, so a device that does not answer holds up only its own line
 from __future__ import annotations
 
 import enum
+import os
 import shutil
 import threading
 import time
@@ -120,17 +121,19 @@ class Top:
     volumes: dict[str, _Volume] = field(default_factory=dict)
 
     def refresh(self) -> list[Line]:
-        """Discover, read every volume (waiting at most half an interval), and compute the lines."""
+        """Discover, read every volume (waiting at most half an interval for the reads started
+        now, not at all for one still out from an earlier refresh), and compute the lines."""
         found = [d for d in discover(self.sysfs, self.dev) if d.kind in KINDS]
         self.volumes = {d.controller_path: self.volumes.get(d.controller_path) or _Volume(d) for d in found}
+        started = []
         for volume in self.volumes.values():
             volume.device = next(d for d in found if d.controller_path == volume.device.controller_path)
-            if volume.pending is None:
+            if volume.pending is None:  # else a read from an earlier refresh has not come back yet
                 volume.pending = _Read(volume.device.controller_path)
+                started.append(volume.pending)
         deadline = time.monotonic() + self.interval / 2
-        for volume in self.volumes.values():
-            assert volume.pending is not None
-            volume.pending.done.wait(max(0.0, deadline - time.monotonic()))
+        for read in started:
+            read.done.wait(max(0.0, deadline - time.monotonic()))
         lines = [self._line(v, i) for i, v in enumerate(self.volumes.values())]
         return sorted(lines, key=Line.sort_key)
 
@@ -219,7 +222,10 @@ class Screen:
         self.out.flush()
 
     def draw(self, lines: list[str]) -> None:
-        width, height = shutil.get_terminal_size()
+        try:  # the terminal's own size: $COLUMNS and $LINES go stale when it is resized
+            width, height = os.get_terminal_size(self.out.fileno())
+        except OSError:
+            width, height = shutil.get_terminal_size()
         shown = [line[:width] + "\x1b[K" for line in lines[:height]]
         self.out.write("\x1b[H" + "\n".join(shown) + "\x1b[J")
         self.out.flush()
