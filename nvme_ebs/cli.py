@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from ._version import __version__
 from .device import DeviceNode
 from .discovery import discover
 from .errors import NvmeEbsError, PageFormatError
+from .layout import MAGIC_EBS, MAGIC_INSTANCE_STORE
 from .model import EbsStats, LatencyHistogram, VolumeKind
 
 _US = 1e-6
@@ -143,6 +145,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CommandError(args.file, f"cannot read ({e.strerror or e})") from e
     if args.identify:
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") in (MAGIC_EBS, MAGIC_INSTANCE_STORE):
+            raise CommandError(
+                args.file, "a statistics page, not an Identify Controller dump (decode it without --identify)"
+            )
         identity = _native.parse_identify(data, args.file)
         print(json.dumps({**dataclasses.asdict(identity), "volume_id": identity.volume_id}, indent=2))
         return 0
@@ -174,7 +180,8 @@ def error_line(e: BaseException, subject: str) -> str:
     """One line naming the device or file once: nvme_ebs's errors already start with it."""
     if isinstance(e, OSError) and not isinstance(e, NvmeEbsError):
         name = e.filename if e.filename is not None else subject
-        return f"nvme-ebs: {name}: {e.strerror or type(e).__name__} (errno {e.errno})"
+        code = errno.errorcode.get(e.errno, e.errno) if e.errno is not None else "?"
+        return f"nvme-ebs: {name}: {e.strerror or type(e).__name__} (errno {code})"
     text = str(e) or type(e).__name__
     if isinstance(e, CommandError) or (isinstance(e, NvmeEbsError) and e.device and text.startswith(f"{e.device}: ")):
         return f"nvme-ebs: {text}"

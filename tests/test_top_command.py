@@ -31,7 +31,7 @@ from nvme_ebs.top_view import HEADER
 INTERVAL = 1.0
 # The time between a volume's two readings, around INTERVAL: the schedule is steady, but each
 # reading is timed when its answer comes, which the machine's load moves a little either way.
-EARLY, LATE = 0.05, 0.3
+EARLY, LATE = 0.2, 0.5
 WRAP = 1 << 32
 BOUNDS = pg.power_of_two_bounds(28)
 
