@@ -118,16 +118,20 @@ class Top:
     sysfs: str
     dev: str
     interval: float
-    volumes: dict[str, _Volume] = field(default_factory=dict)
+    volumes: dict[tuple[str, str], _Volume] = field(default_factory=dict)
 
     def refresh(self) -> list[Line]:
         """Discover, read every volume (waiting at most half an interval for the reads started
         now, not at all for one still out from an earlier refresh), and compute the lines."""
-        found = [d for d in discover(self.sysfs, self.dev) if d.kind in KINDS]
-        self.volumes = {d.controller_path: self.volumes.get(d.controller_path) or _Volume(d) for d in found}
+        volumes: dict[tuple[str, str], _Volume] = {}
+        for device in discover(self.sysfs, self.dev):
+            if device.kind in KINDS:  # keyed by serial too: another volume on the same node is new
+                key = (device.controller_path, device.serial)
+                volumes[key] = self.volumes.get(key) or _Volume(device)
+                volumes[key].device = device
+        self.volumes = volumes
         started = []
         for volume in self.volumes.values():
-            volume.device = next(d for d in found if d.controller_path == volume.device.controller_path)
             if volume.pending is None:  # else a read from an earlier refresh has not come back yet
                 volume.pending = _Read(volume.device.controller_path)
                 started.append(volume.pending)

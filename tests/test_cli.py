@@ -348,6 +348,7 @@ def test_stats_interval_into_head_ends_quietly(tmp_path: Path, monkeypatch: pyte
         (["stats", "/dev/nvme1n1", "--interval", "nan"], ["--interval:", "'nan'", "want a positive number"]),
         (["stats", "/dev/nvme1n1", "--count", "many"], ["--count:", "'many'", "want a whole number, 1 or more"]),
         (["top", "--count", "0"], ["--count:", "'0'", "want a whole number, 1 or more"]),
+        (["top", "--count", "²"], ["--count:", "'²'", "want a whole number"]),
         (["top", "--interval", "inf"], ["--interval:", "'inf'", "want a positive number"]),
         (["list", "--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
         (["list", "--sysfs", "/sys"], ["unrecognized arguments: --sysfs"]),

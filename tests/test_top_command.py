@@ -26,7 +26,7 @@ from sysfs_fixture import SysfsTree
 import nvme_ebs
 from nvme_ebs import testing as pg
 from nvme_ebs.top import Quantile, VolumeRates, volume_rates
-from nvme_ebs.top_view import HEADER
+from nvme_ebs.top_view import HEADER, Line, Top
 
 INTERVAL = 1.0
 # The time between a volume's two readings, around INTERVAL: the schedule is steady, but each
@@ -294,3 +294,32 @@ def test_redrawn_screen_on_a_terminal(node: Node, tmp_path: Path) -> None:
         assert not any(line.startswith("DEVICE") for line in tmux.screen())
     finally:
         subprocess.run([*tmux.base, "kill-server"], check=False, timeout=10)
+
+
+def test_volumes_that_come_go_and_restart(node: Node) -> None:
+    """In process, refresh by refresh: a new volume waits for its second reading, a page whose
+    counters went back starts over, a detached volume leaves the table."""
+
+    def refresh() -> dict[str, Line]:
+        return {line.device.controller: line for line in top.refresh()}
+
+    top = Top(str(node.sysfs.root), str(node.fake.root / "dev"), 0.2)
+    first = refresh()
+    assert set(first) == {"nvme1", "nvme2", "nvme3", "nvme4", "nvme5"}  # not nvme0, not Amazon's
+    assert first["nvme1"].message == first["nvme4"].message == "first reading: rates at the next refresh"
+    for name in ("nvme1", "nvme4"):
+        node.fake.set_log_page(name, PAGES[name][1])
+    node.sysfs.add_ebs("nvme6", "vol0666")
+    node.fake.add("nvme6", pg.encode_identify("x"), PAGES["nvme1"][0])
+    second = refresh()
+    assert second["nvme1"].rates is not None and second["nvme1"].rates.queue_length == 1
+    assert second["nvme4"].rates is not None and second["nvme4"].rates.read.p50 == Quantile(24.0)
+    assert second["nvme6"].message == "first reading: rates at the next refresh"
+    assert second["nvme3"].message == "statistics page (log 0xD0) failed: Input/output error (errno EIO)"
+    assert second["nvme5"].message.startswith("no answer for ")
+    node.fake.set_log_page("nvme4", PAGES["nvme4"][0])  # total_read_ops 300 -> 0: re-attached
+    os.unlink(node.sysfs.class_dir / "nvme6")
+    third = refresh()
+    assert "nvme6" not in third
+    assert third["nvme4"].message == "counters restarted (total_read_ops went back): rates at the next refresh"
+    assert refresh()["nvme4"].rates is not None
