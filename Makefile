@@ -12,10 +12,11 @@ BENCH_ARGS ?=
 CHECKOV_VENV ?= .venv-checkov
 # Debian packages: the compiler and kernel headers for the C module and the fake controller,
 # prometheus (promtool and a real server for the scrape tests), QEMU and friends for the kernel
-# tests, strace and wrk for the reliability tests, clang/llvm for fuzzing the C decoders.
+# tests, strace and wrk for the reliability tests, clang/llvm for fuzzing the C decoders, tmux for
+# `nvme-ebs top` on a terminal.
 APT_PACKAGES := gcc libc6-dev linux-libc-dev make prometheus qemu-system-x86 busybox-static cpio kmod strace wrk \
-	clang-14 libclang-rt-14-dev llvm-14
-NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14
+	clang-14 libclang-rt-14-dev llvm-14 tmux
+NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod strace wrk clang-14 llvm-cov-14 tmux
 
 .PHONY: help deps deps-build apt-install venv build test test-kernel update-golden lint demo run bench soak wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 

@@ -1,20 +1,26 @@
-"""`nvme-ebs`: list NVMe volumes, show their statistics, decode page dumps. For people."""
+"""nvme-ebs: list the NVMe volumes of a node, show their statistics live, decode page dumps."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from . import _native
+from . import _native, top_view
+from ._version import __version__
 from .device import DeviceNode
 from .discovery import discover
-from .errors import NvmeEbsError
+from .errors import NvmeEbsError, PageFormatError
+from .layout import MAGIC_EBS, MAGIC_INSTANCE_STORE
 from .model import EbsStats, LatencyHistogram, VolumeKind
 
 _US = 1e-6
@@ -115,20 +121,43 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return 0
         if before is not None:
             shown += 1
-            if args.count and shown >= args.count:
+            if args.count is not None and shown >= args.count:
                 return 0
         before = now
         sys.stdout.flush()
         time.sleep(args.interval)
 
 
+def _identify_hint(data: bytes) -> str:
+    """When a file that is not a statistics page reads as an Identify Controller answer, say so."""
+    try:
+        identity = _native.parse_identify(data)
+    except NvmeEbsError:
+        return ""
+    if not identity.model or not identity.model.isprintable() or not identity.model.isascii():
+        return ""
+    return f" (this looks like an Identify Controller dump, model {identity.model!r}: decode it with --identify)"
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
-    data = Path(args.file).read_bytes()
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        raise CommandError(args.file, f"cannot read ({e.strerror or e})") from e
     if args.identify:
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") in (MAGIC_EBS, MAGIC_INSTANCE_STORE):
+            raise CommandError(
+                args.file, "a statistics page, not an Identify Controller dump (decode it without --identify)"
+            )
         identity = _native.parse_identify(data, args.file)
         print(json.dumps({**dataclasses.asdict(identity), "volume_id": identity.volume_id}, indent=2))
         return 0
-    stats = _native.parse_log_page(data, args.file)
+    try:
+        stats = _native.parse_log_page(data, args.file)
+    except PageFormatError as e:
+        if e.check != "magic":
+            raise
+        raise CommandError(args.file, str(e).removeprefix(f"{args.file}: ") + _identify_hint(data)) from e
     if args.json:
         print(json.dumps(_stats_dict(stats), indent=2))
     else:
@@ -136,43 +165,137 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+def cmd_top(args: argparse.Namespace) -> int:
+    return top_view.run(args.sysfs, args.dev, args.interval, args.count, sys.stdout)
+
+
+class CommandError(Exception):
+    """A failure the command reports as `nvme-ebs: SUBJECT: what happened (cause)`."""
+
+    def __init__(self, subject: str, text: str) -> None:
+        super().__init__(f"{subject}: {text}")
+
+
+def error_line(e: BaseException, subject: str) -> str:
+    """One line naming the device or file once: nvme_ebs's errors already start with it."""
+    if isinstance(e, OSError) and not isinstance(e, NvmeEbsError):
+        name = e.filename if e.filename is not None else subject
+        code = errno.errorcode.get(e.errno, e.errno) if e.errno is not None else "?"
+        return f"nvme-ebs: {name}: {e.strerror or type(e).__name__} (errno {code})"
+    text = str(e) or type(e).__name__
+    if isinstance(e, CommandError) or (isinstance(e, NvmeEbsError) and e.device and text.startswith(f"{e.device}: ")):
+        return f"nvme-ebs: {text}"
+    return f"nvme-ebs: {subject}: {text}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line and exit 2, instead of argparse's usage block: `--flag: value (what is wanted)`."""
+        message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        self.exit(2, f"nvme-ebs: {message}; see {self.prog} --help\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (want a positive number of seconds)")
     return value
 
 
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} (want a whole number, 1 or more)")
+    return int(text)
+
+
+def _directory(text: str) -> str:
+    try:
+        is_dir = os.path.isdir(text)
+        exists = is_dir or os.path.lexists(text)
+    except ValueError:  # a NUL byte
+        is_dir = exists = False
+    if not is_dir:
+        cause = "not a directory" if exists else "no such directory"
+        raise argparse.ArgumentTypeError(f"invalid value {text!r} ({cause}; want an existing directory)")
+    return text
+
+
+def _path_flags(p: argparse.ArgumentParser) -> None:
+    """The exporter's path flags, with the same names and defaults."""
+    p.add_argument(
+        "--path.sysfs",
+        dest="sysfs",
+        metavar="DIR",
+        type=_directory,
+        default="/sys",
+        help="sysfs mount point, e.g. /host/sys in a container (default /sys)",
+    )
+    p.add_argument(
+        "--path.dev",
+        dest="dev",
+        metavar="DIR",
+        type=_directory,
+        default="/dev",
+        help="device directory, e.g. /host/dev in a container (default /dev)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nvme-ebs", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="nvme-ebs", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
     p = sub.add_parser("list", help="NVMe controllers found in sysfs, with kind and volume id")
-    p.add_argument("--sysfs", default="/sys", help="sysfs mount (default /sys)")
-    p.add_argument("--dev", default="/dev", help="device directory (default /dev)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_list)
+    _path_flags(p)
+    p.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+    p.set_defaults(func=cmd_list, subject=lambda args: args.sysfs)
     p = sub.add_parser("stats", help="a volume's statistics page (needs CAP_SYS_ADMIN)")
-    p.add_argument("device", help="e.g. /dev/nvme1n1 or /dev/nvme1")
+    p.add_argument("device", help="the volume's device node, e.g. /dev/nvme1n1 or /dev/nvme1")
     p.add_argument("--json", action="store_true", help="one JSON object per reading")
-    p.add_argument("--interval", type=_positive, help="seconds between readings; prints the change")
-    p.add_argument("--count", type=int, default=0, help="with --interval: stop after N changes")
-    p.set_defaults(func=cmd_stats)
+    p.add_argument("--interval", type=_seconds, metavar="SECONDS", help="seconds between readings; prints the change")
+    p.add_argument(
+        "--count", type=_count, metavar="N", help="with --interval: stop after N changes (default: until Ctrl-C)"
+    )
+    p.set_defaults(func=cmd_stats, subject=lambda args: args.device)
     p = sub.add_parser("decode", help="decode a raw page dump (nvme get-log ... -b > FILE)")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", help="a statistics page (log 0xD0) dump, or with --identify an Identify Controller one")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.add_argument("--identify", action="store_true", help="the file is an Identify Controller dump")
-    p.set_defaults(func=cmd_decode)
+    p.set_defaults(func=cmd_decode, subject=lambda args: args.file)
+    p = sub.add_parser(
+        "top",
+        help="a live view of every volume: IOPS, MB/s, latency, queue, limits exceeded",
+        description=top_view.HELP,
+    )
+    _path_flags(p)
+    p.add_argument(
+        "--interval", type=_seconds, metavar="SECONDS", default=1.0, help="seconds between refreshes (default 1)"
+    )
+    p.add_argument("--count", type=_count, metavar="N", help="stop after N refreshes (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_top, subject=lambda args: args.sysfs)
     return parser
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null, so the interpreter's last flush is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except (NvmeEbsError, OSError, ValueError) as e:
-        print(f"nvme-ebs: {e}", file=sys.stderr)
-        return 1
+        status = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:  # the reader went away (| head): the end of the output, as coreutils see it
+        _quiet_stdout()
+        return 0
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. piped into head: not an error worth a traceback
-        return 0
+    except (NvmeEbsError, CommandError, OSError, ValueError) as e:
+        print(error_line(e, args.subject(args)), file=sys.stderr)
+        return 1

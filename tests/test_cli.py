@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakenvme import FakeNvme
 from sysfs_fixture import EBS_MODEL, EBS_SERIAL, INSTANCE_STORE_SERIAL, OTHER_MODEL, SysfsTree
 
 from nvme_ebs import testing
@@ -180,17 +184,6 @@ def test_decode_identify_of_a_short_file(tmp_path: Path) -> None:
     assert "shorter than 4096" in line
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory"])
-def test_decode_unreadable_file(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "dump"
-    if kind == "directory":
-        path.mkdir()
-    result = run_cli("decode", str(path))
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert str(path) in one_line(result.stderr)
-
-
 # --- list --------------------------------------------------------------------------------------
 
 
@@ -208,7 +201,7 @@ def sysfs(tmp_path: Path) -> SysfsTree:
 def test_list_json(sysfs: SysfsTree, tmp_path: Path) -> None:
     dev = tmp_path / "dev"  # no device nodes: identify fails, so the mapping is "?" for Amazon kinds
     dev.mkdir()
-    result = run_cli("list", "--sysfs", str(sysfs.root), "--dev", str(dev), "--json")
+    result = run_cli("list", "--path.sysfs", str(sysfs.root), "--path.dev", str(dev), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [(r["device"], r["controller"], r["kind"], r["volume_id"]) for r in rows] == [
@@ -228,7 +221,8 @@ def test_list_json(sysfs: SysfsTree, tmp_path: Path) -> None:
 
 def test_list_text(sysfs: SysfsTree, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dev = tmp_path / "dev"
-    assert main(["list", "--sysfs", str(sysfs.root), "--dev", str(dev)]) == 0
+    dev.mkdir()
+    assert main(["list", "--path.sysfs", str(sysfs.root), "--path.dev", str(dev)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["DEVICE", "KIND", "VOLUME", "MAPPING", "MODEL"]
     assert len(lines) == 6
@@ -238,9 +232,9 @@ def test_list_text(sysfs: SysfsTree, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_list_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["list", "--sysfs", str(tmp_path), "--json"]) == 0
+    assert main(["list", "--path.sysfs", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert main(["list", "--sysfs", str(tmp_path)]) == 0
+    assert main(["list", "--path.sysfs", str(tmp_path)]) == 0
     assert capsys.readouterr().out == f"no NVMe controllers under {tmp_path}/class/nvme\n"
 
 
@@ -263,8 +257,7 @@ def test_stats_missing_device_as_subprocess(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     line = one_line(result.stderr)
-    assert line.startswith(f"nvme-ebs: {missing}: ")
-    assert "ENOENT" in line
+    assert line == f"nvme-ebs: {missing}: statistics page (log 0xD0) failed: No such file or directory (errno ENOENT)"
 
 
 def test_stats_on_a_regular_file(tmp_path: Path) -> None:
@@ -277,44 +270,168 @@ def test_stats_on_a_regular_file(tmp_path: Path) -> None:
     assert "not an NVMe device" in line
 
 
+# --- closed pipes ------------------------------------------------------------------------------
+
+
+def run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command writing to a pipe whose reader, `head -c1`, has already taken its byte and gone."""
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(["head", "-c1"], stdin=read_end, stdout=subprocess.PIPE) as head:
+        os.close(read_end)
+        os.write(write_end, b"x")
+        assert head.communicate(timeout=10)[0] == b"x"
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "nvme_ebs", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+
+
+def run_piped_to_head(*args: str) -> subprocess.CompletedProcess[str]:
+    """`nvme-ebs ARGS | head -c1` in bash with pipefail: the status is nvme-ebs's unless head failed."""
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "nvme_ebs", *args])
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{command} | head -c1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def test_decode_into_a_closed_pipe_is_quiet(stats_file: Path) -> None:
+    for args in (["decode", "--json", str(stats_file)], ["decode", str(stats_file)]):
+        result = run_into_closed_pipe(*args)
+        assert (result.returncode, result.stderr) == (0, ""), args
+    result = run_piped_to_head("decode", "--json", str(stats_file))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "{", "")
+
+
+def test_list_into_a_closed_pipe_is_quiet(sysfs: SysfsTree, tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for json_flag in (["--json"], []):
+        result = run_into_closed_pipe("list", f"--path.sysfs={sysfs.root}", f"--path.dev={dev}", *json_flag)
+        assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_stats_interval_into_head_ends_quietly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeNvme(tmp_path / "fake")
+    monkeypatch.setenv("FAKENVME_ROOT", str(fake.root))
+    path = fake.add("nvme1", testing.encode_identify(EBS_SERIAL), testing.encode_stats_page(COUNTERS, READ_BINS))
+    for json_flag in (["--json"], []):
+        # Runs until a write fails: the first change goes to head, a later one finds the pipe closed.
+        result = run_piped_to_head("stats", str(path), "--interval", "0.05", *json_flag)
+        assert (result.returncode, result.stderr) == (0, "")
+        assert len(result.stdout) == 1
+
+
 # --- arguments ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "words"),
     [
-        [],
-        ["bogus"],
-        ["decode"],
-        ["stats"],
-        ["stats", "/dev/nvme1n1", "--interval", "0"],
-        ["stats", "/dev/nvme1n1", "--interval", "-1"],
-        ["stats", "/dev/nvme1n1", "--interval", "soon"],
-        ["stats", "/dev/nvme1n1", "--count", "many"],
-        ["list", "--no-such-flag"],
+        ([], ["required: COMMAND"]),
+        (["bogus"], ["invalid choice: 'bogus'"]),
+        (["decode"], ["required: file"]),
+        (["stats"], ["required: device"]),
+        (["stats", "/dev/nvme1n1", "--interval", "0"], ["--interval:", "'0'", "want a positive number of seconds"]),
+        (["stats", "/dev/nvme1n1", "--interval", "-1"], ["--interval:", "'-1'", "want a positive number"]),
+        (["stats", "/dev/nvme1n1", "--interval", "soon"], ["--interval:", "'soon'", "want a positive number"]),
+        (["stats", "/dev/nvme1n1", "--interval", "nan"], ["--interval:", "'nan'", "want a positive number"]),
+        (["stats", "/dev/nvme1n1", "--count", "many"], ["--count:", "'many'", "want a whole number, 1 or more"]),
+        (["top", "--count", "0"], ["--count:", "'0'", "want a whole number, 1 or more"]),
+        (["top", "--count", "²"], ["--count:", "'²'", "want a whole number"]),
+        (["top", "--interval", "inf"], ["--interval:", "'inf'", "want a positive number"]),
+        (["list", "--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+        (["list", "--sysfs", "/sys"], ["unrecognized arguments: --sysfs"]),
     ],
 )
-def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_one_line_exit_2(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     captured = capsys.readouterr()
-    assert "usage:" in captured.err
-    assert "Traceback" not in captured.err
+    line = one_line(captured.err)
+    assert line.startswith("nvme-ebs: ")
+    assert "see nvme-ebs" in line and "--help" in line
+    for word in words:
+        assert word in line
 
 
-def test_bad_arguments_as_subprocess() -> None:
+@pytest.mark.parametrize("command", ["list", "top"])
+@pytest.mark.parametrize("flag", ["--path.sysfs", "--path.dev"])
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_path_flags_must_be_directories(command: str, flag: str, kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "not-a-dir"
+    if kind == "file":
+        path.write_text("x")
+    result = run_cli(command, f"{flag}={path}")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    line = one_line(result.stderr)
+    cause = "no such directory" if kind == "missing" else "not a directory"
+    want = f"({cause}; want an existing directory); see nvme-ebs {command} --help"
+    assert line == f"nvme-ebs: {flag}: invalid value '{path}' {want}"
+
+
+def test_path_flags_default_to_the_exporters(sysfs: SysfsTree, tmp_path: Path) -> None:
+    from nvme_ebs.cli import build_parser
+
+    for command in ("list", "top"):
+        args = build_parser().parse_args([command])
+        assert (args.sysfs, args.dev) == ("/sys", "/dev")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    args = build_parser().parse_args(["top", f"--path.sysfs={sysfs.root}", "--path.dev", str(dev)])
+    assert (args.sysfs, args.dev) == (str(sysfs.root), str(dev))
+
+
+def test_bad_interval_as_subprocess() -> None:
     result = run_cli("stats", "/dev/nvme1n1", "--interval", "0")
     assert result.returncode == 2
-    assert "must be > 0" in result.stderr
-    assert "Traceback" not in result.stderr
-    result = run_cli()
-    assert result.returncode == 2
-    assert "usage: nvme-ebs" in result.stderr
+    assert one_line(result.stderr) == (
+        "nvme-ebs: --interval: invalid value '0' (want a positive number of seconds); see nvme-ebs stats --help"
+    )
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        found.append((parser.prog, action))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found.extend(_all_actions(sub))
+    return found
+
+
+def test_every_argument_has_help() -> None:
+    from nvme_ebs.cli import build_parser
+
+    actions = _all_actions(build_parser())
+    assert {prog for prog, _ in actions} == {"nvme-ebs", *(f"nvme-ebs {c}" for c in ("list", "stats", "decode", "top"))}
+    for prog, action in actions:
+        assert action.help and action.help != argparse.SUPPRESS, f"{prog} {action.option_strings or action.dest}"
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["stats"], ["decode"], ["top"]])
+def test_help_is_plain_text(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: nvme-ebs")
+    for markup in ("`", "**", "](", "\n#"):
+        assert markup not in result.stdout, markup
 
 
 def test_help_exits_0() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("list", "stats", "decode"):
+    for command in ("list", "stats", "decode", "top"):
         assert command in result.stdout

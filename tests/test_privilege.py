@@ -127,7 +127,9 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
         _swallow(source.identify, device)
         _swallow(source.read_stats, device)
         calls += 2
-    assert cli.main(["list", "--sysfs", str(host.sysfs.root), "--dev", str(host.dev)]) == 0
+    assert cli.main(["list", "--path.sysfs", str(host.sysfs.root), "--path.dev", str(host.dev)]) == 0
+    top = ["top", "--path.sysfs", str(host.sysfs.root), "--path.dev", str(host.dev), "--interval", "0.01"]
+    assert cli.main([*top, "--count", "1"]) == 0
     assert cli.main(["stats", paths[0], "--interval", "0.01", "--count", "1"]) == 0
     dump = tmp_path / "page.bin"
     dump.write_bytes(_native.read_stats_page(paths[0]))
@@ -137,7 +139,7 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
     # the CLI and the exporter as processes
     env = host.env()
     for argv in (
-        [sys.executable, "-m", "nvme_ebs", "list", "--sysfs", str(host.sysfs.root), "--dev", str(host.dev)],
+        [sys.executable, "-m", "nvme_ebs", "list", "--path.sysfs", str(host.sysfs.root), "--path.dev", str(host.dev)],
         [str(Path(sys.executable).with_name("nvme-ebs")), "stats", paths[0], "--json"],
     ):
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
