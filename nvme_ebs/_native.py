@@ -125,20 +125,21 @@ def raise_for(result: Any, device: str, opcode: int, what: str, out: Any = None)
     raise RuntimeError(f"{device}: {what}: unexpected result from the C core (kind {kind}, code {code})")
 
 
-def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
-    out = ffi.new("struct nvme_ebs_stats *")
-    rc = lib.nvme_ebs_decode_stats(ffi.from_buffer(data), len(data), out)
+def _decoded(ctype: str, decode: Any, data: bytes, device: str | None) -> Any:
+    """A fresh (zero-filled) struct that `decode` filled from `data`, or the check that failed."""
+    out = ffi.new(ctype)
+    rc = decode(ffi.from_buffer(data), len(data), out)
     if rc != lib.NVME_EBS_OK:
         raise _format_error(rc, out, device)
-    return _stats(out)
+    return out
+
+
+def parse_log_page(data: bytes, device: str | None = None) -> EbsStats:
+    return _stats(_decoded("struct nvme_ebs_stats *", lib.nvme_ebs_decode_stats, data, device))
 
 
 def parse_identify(data: bytes, device: str | None = None) -> ControllerIdentity:
-    out = ffi.new("struct nvme_ebs_identity *")
-    rc = lib.nvme_ebs_decode_identity(ffi.from_buffer(data), len(data), out)
-    if rc != lib.NVME_EBS_OK:
-        raise _format_error(rc, out, device)
-    return _identity(out)
+    return _identity(_decoded("struct nvme_ebs_identity *", lib.nvme_ebs_decode_identity, data, device))
 
 
 def set_command_timeout(seconds: float) -> None:
