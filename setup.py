@@ -5,17 +5,34 @@ import subprocess
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
+
+REVISION_FILE = os.path.join("nvme_ebs", "REVISION")
 
 
 def _revision() -> str:
-    """$REVISION (the image build passes it), else the checkout's commit, else unknown."""
+    """$REVISION (the image build passes it), else the checkout's commit, else what the sdist
+    this is built from recorded, else unknown."""
     if os.environ.get("REVISION"):
         return os.environ["REVISION"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open(REVISION_FILE, encoding="ascii") as f:
+            return f.read().strip() or "unknown"
+    except OSError:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _write_revision(root: str) -> None:
+    target = os.path.join(root, REVISION_FILE)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "w", encoding="ascii") as f:
+        f.write(_revision() + "\n")
 
 
 class BuildPyWithRevision(build_py):
@@ -23,15 +40,20 @@ class BuildPyWithRevision(build_py):
 
     def run(self) -> None:
         super().run()
-        target = os.path.join(self.build_lib, "nvme_ebs", "REVISION")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w", encoding="ascii") as f:
-            f.write(_revision() + "\n")
+        _write_revision(self.build_lib)
+
+
+class SdistWithRevision(sdist):
+    """Records the commit in the sdist, where there is no git to ask."""
+
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        super().make_release_tree(base_dir, files)
+        _write_revision(base_dir)
 
 
 setup(
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
-    cmdclass={"build_py": BuildPyWithRevision},
+    cmdclass={"build_py": BuildPyWithRevision, "sdist": SdistWithRevision},
     # One wheel per architecture for every CPython >= 3.9 (cffi builds against the limited API).
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )
