@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.exposition import choose_encoder
 
 from .collector import Collector
-from .http_server import Request, Response
+from .http_protocol import Request, Response
 from .render import write
 
 OPENMETRICS = "application/openmetrics-text"
