@@ -358,7 +358,12 @@ class HttpServer:
         for piece in http.respond(response, close=self._stopping.is_set()):
             writer.write(piece)
         await asyncio.wait_for(writer.drain(), self._idle_timeout)
-        return http.start_next_cycle()
+        if http.start_next_cycle():
+            return True
+        if not self._stopping.is_set():  # the client may have sent more: see _drain
+            conn.busy = False
+            await self._drain(writer, reader)
+        return False
 
     async def _call_handler(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
@@ -381,12 +386,16 @@ class HttpServer:
         response: Response,
         conn: _Connection,
     ) -> None:
-        """Send a final response, then discard what the client still sends for a short while:
-        closing with unread data would reset the connection and could destroy our answer."""
+        """Send a final response and drain the connection."""
         for piece in http.respond(response, close=True):
             writer.write(piece)
         await asyncio.wait_for(writer.drain(), self._idle_timeout)
         conn.busy = False  # stop() need not wait for the rest
+        await self._drain(writer, reader)
+
+    async def _drain(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
+        """After a final response, discard what the client still sends for a short while:
+        closing with unread data would reset the connection and could destroy our answer."""
         if writer.can_write_eof():
             writer.write_eof()
         deadline = time.monotonic() + _LINGER_SECONDS
