@@ -135,8 +135,8 @@ def _http_date() -> bytes:
     return _date_cache[1]
 
 
-class HttpConnection:
-    """One connection's request/response cycle: `receive` bytes, take `next_request`, send the
+class HttpProtocol:
+    """The HTTP/1.1 state of one connection: `receive` bytes, take `next_request`, send the
     pieces of `respond`, then `start_next_cycle` tells whether the connection goes on."""
 
     def __init__(self, max_head_bytes: int) -> None:

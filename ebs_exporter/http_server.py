@@ -13,8 +13,9 @@ ClientHello stops every HTTPS scrape. Here one event loop (in its own thread) ow
   once, in a thread pool of that size; the others wait on a semaphore in the loop;
 - the certificate files are re-read when they change (`tls.ReloadingContext`).
 
-Requests are parsed and responses framed by `http_protocol` (h11). Only GET and HEAD are served
-and request bodies are refused: an exporter has nothing to post.
+Each connection is served by `http_connection` (deadlines, answers, the close); requests are
+parsed and responses framed by `http_protocol` (h11). Only GET and HEAD are served and request
+bodies are refused: an exporter has nothing to post.
 """
 
 from __future__ import annotations
@@ -27,24 +28,15 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
 
-from .http_protocol import Handler, HttpConnection, HttpError, Request, RequestHead, Response
+from .http_connection import CLOSE_TIMEOUT, Limits, ServedConnection, error_response
+from .http_protocol import Handler, Request, Response
 from .tls import ReloadingContext, TlsConfig
 
 log = logging.getLogger("ebs_exporter.http")
 
-_ALLOWED_METHODS = ("GET", "HEAD")
-_READ_SIZE = 65536
-_CLOSE_TIMEOUT = 5.0  # seconds granted to an orderly close (TLS close_notify) before aborting
-_LINGER_SECONDS = 2.0  # after an error response: read and discard what the client still sends...
-_LINGER_BYTES = 1 << 20  # ...up to this much, so that our answer is not lost to a TCP reset
 _ACCEPT_PAUSE = 0.5  # after accept() failed for lack of descriptors or memory
 _LIMIT_WARNING_INTERVAL = 60.0
-
-
-def _error(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, text.encode() + b"\n", headers=headers or {})
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
@@ -75,16 +67,6 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-class _Connection:
-    """What shutdown needs to know about one connection."""
-
-    __slots__ = ("busy", "writer")
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.writer: asyncio.StreamWriter | None = None
-
-
 class HttpServer:
     """Serve `handler` on host:port from a background thread; see the module docstring."""
 
@@ -111,16 +93,14 @@ class HttpServer:
         self._tls = tls
         self._max_connections = max_connections
         self._max_concurrent = max_concurrent_requests
-        self._header_timeout = header_timeout
-        self._idle_timeout = idle_timeout
-        self._max_header_bytes = max_header_bytes
+        self._limits = Limits(header_timeout, idle_timeout, max_header_bytes)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._contexts: ReloadingContext | None = None
         self._listeners: list[socket.socket] = []
-        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._connections: dict[asyncio.Task[None], ServedConnection] = {}
         self._stop_timeout = 5.0
         self._last_limit_warning = -_LIMIT_WARNING_INTERVAL
         # Created on the loop (Python 3.9 binds these to the current loop at construction).
@@ -170,7 +150,7 @@ class HttpServer:
             self._stop_timeout = max(0.0, timeout)
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(self._request_stop)
-            thread.join(self._stop_timeout + 2 * _CLOSE_TIMEOUT)
+            thread.join(self._stop_timeout + 2 * CLOSE_TIMEOUT)
             if thread.is_alive():
                 log.error("HTTP server thread did not stop")
             self._abandon()
@@ -236,7 +216,7 @@ class HttpServer:
             if conn.writer is not None:
                 conn.writer.transport.abort()
         if left:
-            await asyncio.wait([task for task, _ in left], timeout=_CLOSE_TIMEOUT)
+            await asyncio.wait([task for task, _ in left], timeout=CLOSE_TIMEOUT)
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -263,8 +243,9 @@ class HttpServer:
                     self._last_limit_warning = now
                     log.warning("%d connections open: closing new ones until some end", len(self._connections))
                 continue
-            conn = _Connection()
-            task = loop.create_task(self._serve_connection(sock, conn))
+            conn = ServedConnection(self._limits, self._call_handler, self._stopping)
+            context = self._contexts.current() if self._contexts is not None else None
+            task = loop.create_task(conn.serve(sock, context))
             self._connections[task] = conn
             task.add_done_callback(self._forget)
 
@@ -272,98 +253,6 @@ class HttpServer:
         self._connections.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("connection task failed", exc_info=task.exception())
-
-    async def _serve_connection(self, sock: socket.socket, conn: _Connection) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self._max_header_bytes)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        context = self._contexts.current() if self._contexts is not None else None
-        try:
-            # The socket is the transport's from here on, even if this fails (it closes it).
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                sock,
-                ssl=context,
-                ssl_handshake_timeout=self._header_timeout if context is not None else None,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.debug("connection dropped before the first request: %r", exc)
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        conn.writer = writer
-        http = HttpConnection(self._max_header_bytes)
-        try:
-            first = True
-            while True:
-                try:
-                    head = await self._read_head(reader, http, first)
-                except HttpError as err:
-                    conn.busy = True
-                    await self._send_error(writer, reader, http, _error(err.status, str(err)), conn)
-                    return
-                except (asyncio.TimeoutError, OSError):
-                    return  # kept us waiting too long, or the connection failed: close quietly
-                if head is None:
-                    return  # the client closed its side
-                first = False
-                conn.busy = True
-                if not await self._answer(head, reader, writer, http, conn):
-                    return
-                conn.busy = False
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.debug("connection error: %r", exc)
-        finally:
-            conn.busy = False
-            await self._close(writer)
-
-    async def _read_head(self, reader: asyncio.StreamReader, http: HttpConnection, first: bool) -> RequestHead | None:
-        """The next request head, or None when the client closes before one begins or ends.
-        A new connection has header_timeout to deliver its whole first head; a kept-alive one
-        may stay silent for idle_timeout, then has header_timeout for the head it starts."""
-        loop = asyncio.get_running_loop()
-        if not first and not http.has_buffered_data:
-            data = await asyncio.wait_for(reader.read(_READ_SIZE), self._idle_timeout)
-            if not data:
-                return None
-            http.receive(data)
-        deadline = loop.time() + self._header_timeout
-        while (head := http.next_request()) is None:
-            data = await asyncio.wait_for(reader.read(_READ_SIZE), deadline - loop.time())
-            if not data:
-                return None
-            http.receive(data)
-        return head
-
-    async def _answer(
-        self,
-        head: RequestHead,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        http: HttpConnection,
-        conn: _Connection,
-    ) -> bool:
-        """Answer one request; True when the connection stays open for the next one."""
-        request = head.request
-        if request.method not in _ALLOWED_METHODS:
-            response = _error(405, "method not allowed", {"Allow": ", ".join(_ALLOWED_METHODS)})
-            if head.has_body:  # we will not read the body, so the connection cannot continue
-                await self._send_error(writer, reader, http, response, conn)
-                return False
-        elif head.has_body:
-            await self._send_error(writer, reader, http, _error(413, "requests must not have a body"), conn)
-            return False
-        else:
-            response = await self._call_handler(request)
-        assert self._stopping is not None
-        for piece in http.respond(response, close=self._stopping.is_set()):
-            writer.write(piece)
-        await asyncio.wait_for(writer.drain(), self._idle_timeout)
-        if http.start_next_cycle():
-            return True
-        if not self._stopping.is_set():  # the client may have sent more: see _drain
-            conn.busy = False
-            await self._drain(writer, reader)
-        return False
 
     async def _call_handler(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
@@ -376,42 +265,4 @@ class HttpServer:
                 return response
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.path)
-                return _error(500, "internal server error")
-
-    async def _send_error(
-        self,
-        writer: asyncio.StreamWriter,
-        reader: asyncio.StreamReader,
-        http: HttpConnection,
-        response: Response,
-        conn: _Connection,
-    ) -> None:
-        """Send a final response and drain the connection."""
-        for piece in http.respond(response, close=True):
-            writer.write(piece)
-        await asyncio.wait_for(writer.drain(), self._idle_timeout)
-        conn.busy = False  # stop() need not wait for the rest
-        await self._drain(writer, reader)
-
-    async def _drain(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> None:
-        """After a final response, discard what the client still sends for a short while:
-        closing with unread data would reset the connection and could destroy our answer."""
-        if writer.can_write_eof():
-            writer.write_eof()
-        deadline = time.monotonic() + _LINGER_SECONDS
-        discarded = 0
-        with contextlib.suppress(asyncio.TimeoutError, OSError):
-            while discarded < _LINGER_BYTES:
-                chunk = await asyncio.wait_for(reader.read(_READ_SIZE), max(0.0, deadline - time.monotonic()))
-                if not chunk:
-                    break
-                discarded += len(chunk)
-
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
-            writer.transport.abort()
-        except Exception:  # the connection's own error, already dealt with
-            pass
+                return error_response(500, "internal server error")

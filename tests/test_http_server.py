@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ebs_exporter.http_protocol import HttpConnection, Request, Response
+from ebs_exporter.http_protocol import HttpProtocol, Request, Response
 from ebs_exporter.http_server import HttpServer
 from ebs_exporter.tls import TlsConfig, build_ssl_context
 
@@ -795,7 +795,7 @@ def test_client_auth_without_a_ca_is_a_configuration_error() -> None:
 
 
 def test_request_fields() -> None:
-    http = HttpConnection(8192)
+    http = HttpProtocol(8192)
     http.receive(b"\r\nGET http://h:1/p/q?x=1 HTTP/1.1\r\nHost: h\r\nAccept: a\r\nACCEPT:  b \r\n\r\nHEAD /m")
     head = http.next_request()
     assert head is not None and not head.has_body
@@ -819,7 +819,7 @@ def test_response_validation() -> None:
 
 
 def test_respond() -> None:
-    http = HttpConnection(8192)
+    http = HttpProtocol(8192)
     http.receive(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert http.next_request() is not None
     head, body = http.respond(Response(200, b"abc", headers={"X-A": "1"}), close=True)
@@ -828,7 +828,7 @@ def test_respond() -> None:
     assert b"Content-Length: 3" in lines and b"X-A: 1" in lines and b"Connection: close" in lines
     assert not http.start_next_cycle()
 
-    http = HttpConnection(8192)
+    http = HttpProtocol(8192)
     http.receive(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert http.next_request() is not None
     (head_only,) = http.respond(Response(503, b"abc"), close=False)
