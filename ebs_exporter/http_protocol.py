@@ -187,7 +187,7 @@ class HttpProtocol:
         """The wire pieces of `response` to the current request (the head, then the body unless
         the request was HEAD); with `close` the response says Connection: close."""
         without_body = self._method == b"HEAD" or response.status in _NO_BODY_STATUSES
-        headers = [(b"Date", _http_date()), (b"Content-Type", response.content_type.encode("ascii"))]
+        headers = [(b"Date", _http_date()), (b"Content-Type", response.content_type.strip(" \t").encode("ascii"))]
         if response.status not in _NO_BODY_STATUSES:
             headers.append((b"Content-Length", str(len(response.body)).encode("ascii")))
         for name, value in response.headers.items():  # h11 refuses blanks around a value

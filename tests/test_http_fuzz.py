@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -25,7 +25,7 @@ from ebs_exporter.http_server import HttpServer
 HEADER_TIMEOUT = 0.5
 IDLE_TIMEOUT = 0.5
 MAX_HEAD = 2048
-LINGER = 2.0  # the server's own: how long it drains a client after an error response
+LINGER = 2.0  # the server's own: how long it drains a client after a final response
 SLACK = 3.0  # for a loaded machine; never a performance claim
 STATUSES = {200, 400, 404, 405, 413, 431, 501, 505}
 BIG = b"x" * (1 << 20)  # larger than a socket buffer: the server's write is still going on
@@ -45,9 +45,9 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def wait_for(condition: object, what: str, timeout: float = SLACK) -> None:
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = SLACK) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.005)
