@@ -286,6 +286,14 @@ def test_a_head_sent_byte_by_byte_within_the_deadline_is_answered(live: Live) ->
         ([b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\nGET /ec"], [200]),  # then a head never finished
         ([b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc"], [405]),  # body unfinished
         ([b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /echo"], [200]),
+        # a large answer, then the close: the requests after it must not reset the connection
+        (
+            [
+                b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                + b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n" * 50
+            ],
+            [200],
+        ),
     ],
 )
 def test_silent_clients_are_closed_within_their_deadline(live: Live, chunks: list[bytes], statuses: list[int]) -> None:

@@ -822,10 +822,11 @@ def test_respond() -> None:
     http = HttpProtocol(8192)
     http.receive(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert http.next_request() is not None
-    head, body = http.respond(Response(200, b"abc", headers={"X-A": "1"}), close=True)
+    payload = b"abc" * 1000
+    head, body = http.respond(Response(200, payload, headers={"X-A": "1"}), close=True)
     lines = head.split(b"\r\n")
-    assert lines[0] == b"HTTP/1.1 200 OK" and body == b"abc" and head.endswith(b"\r\n\r\n")
-    assert b"Content-Length: 3" in lines and b"X-A: 1" in lines and b"Connection: close" in lines
+    assert lines[0] == b"HTTP/1.1 200 OK" and body is payload and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 3000" in lines and b"X-A: 1" in lines and b"Connection: close" in lines
     assert not http.start_next_cycle()
 
     http = HttpProtocol(8192)
