@@ -59,7 +59,7 @@ class Exporter:
     """`python -m ebs_exporter` on a free loopback port; stderr is kept for log assertions.
 
     `prefix` runs it as the last arguments of another command (which must exec it);
-    `python_args` replace `-m exporter`."""
+    `python_args` replace `-m ebs_exporter`."""
 
     def __init__(
         self,

@@ -112,7 +112,8 @@ def capabilities(pid: int) -> dict[str, int]:
 # Runs the exporter exactly as `python -m ebs_exporter` does, with tests/heap_probe.py installed first.
 PROBED_EXPORTER = (
     "-c",
-    "import heap_probe, runpy; heap_probe.install(); runpy.run_module('exporter', run_name='__main__', alter_sys=True)",
+    "import heap_probe, runpy; heap_probe.install(); "
+    "runpy.run_module('ebs_exporter', run_name='__main__', alter_sys=True)",
 )
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
