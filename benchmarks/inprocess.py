@@ -18,7 +18,7 @@ import nvme_ebs
 from ebs_exporter import build_info
 from ebs_exporter.app import GZIP_LEVEL, App, process_registry
 from ebs_exporter.collector import Collector
-from ebs_exporter.http_server import Request
+from ebs_exporter.http_protocol import Request
 from ebs_exporter.render import Renderer
 from ebs_exporter.simulate import SimulatedSource
 from nvme_ebs import ControllerIdentity, EbsStats, NvmeController

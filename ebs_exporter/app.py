@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from prometheus_client.exposition import choose_encoder
 
 from .collector import Collector
-from .http_server import Request, Response
+from .http_protocol import Request, Response
 from .metrics import ALL_BUCKETS, LatencyBuckets
 from .render import Renderer
 

@@ -11,9 +11,11 @@ ClientHello stops every HTTPS scrape. Here one event loop (in its own thread) ow
   (slowloris clients are closed and never hold a worker thread);
 - the handler is blocking (it reads devices): at most `max_concurrent_requests` calls run at
   once, in a thread pool of that size; the others wait on a semaphore in the loop;
-- the certificate files are re-read when they change; a broken new pair keeps the old one.
+- the certificate files are re-read when they change (`tls.ReloadingContext`).
 
-Only GET and HEAD are served and request bodies are refused: an exporter has nothing to post.
+Each connection is served by `http_connection` (deadlines, answers, the close); requests are
+parsed and responses framed by `http_protocol` (h11). Only GET and HEAD are served and request
+bodies are refused: an exporter has nothing to post.
 """
 
 from __future__ import annotations
@@ -22,279 +24,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
-import http
 import logging
-import os
-import re
 import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from email.utils import formatdate
-from types import MappingProxyType
-from urllib.parse import urlsplit
+
+from .http_connection import CLOSE_TIMEOUT, Limits, ServedConnection, error_response
+from .http_protocol import Handler, Request, Response
+from .tls import ReloadingContext, TlsConfig
 
 log = logging.getLogger("ebs_exporter.http")
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(r"[\x21-\x7e]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_VERSION = re.compile(r"HTTP/([0-9])\.([0-9])")
-_DIGITS = re.compile(r"[0-9]+")
-_HEAD_END = b"\r\n\r\n"
-
-# Header fields the server owns: a handler may not set them through Response.headers.
-_RESERVED = frozenset({"content-length", "content-type", "connection", "keep-alive", "transfer-encoding", "date"})
-_ALLOWED_METHODS = ("GET", "HEAD")
-
-_CLOSE_TIMEOUT = 5.0  # seconds granted to an orderly close (TLS close_notify) before aborting
-_LINGER_SECONDS = 2.0  # after an error response: read and discard what the client still sends...
-_LINGER_BYTES = 1 << 20  # ...up to this much, so that our answer is not lost to a TCP reset
 _ACCEPT_PAUSE = 0.5  # after accept() failed for lack of descriptors or memory
 _LIMIT_WARNING_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request head. `path` and `query` are as sent (not percent-decoded); header names are
-    lower-case, repeated fields joined with ", "."""
-
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class Response:
-    """What a handler returns. The server adds Date, Content-Length and Connection itself."""
-
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.status, int) or not 200 <= self.status <= 599:
-            raise ValueError(f"HTTP status must be an integer in 200..599, got {self.status!r}")
-        if not isinstance(self.body, bytes):
-            raise TypeError(f"response body must be bytes, got {type(self.body).__name__}")
-        _check_field_value("Content-Type", self.content_type)
-        for name, value in self.headers.items():
-            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if name.lower() in _RESERVED:
-                raise ValueError(f"header {name!r} is set by the server")
-            _check_field_value(name, value)
-
-
-def _check_field_value(name: str, value: object) -> None:
-    if not isinstance(value, str) or _BAD_VALUE.search(value) or not value.isascii():
-        raise ValueError(f"invalid value for header {name!r}: {value!r}")
-
-
-Handler = Callable[[Request], Response]
-"""Blocking: called in a worker thread, never on the event loop."""
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Certificate and key (PEM); with `client_ca_file`, client certificates signed by that CA are
-    verified when presented, and required when `client_auth` is true. The files are checked for
-    changes at most every `reload_interval` seconds, when a connection arrives."""
-
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None
-    client_auth: bool = False
-    reload_interval: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.client_auth and not self.client_ca_file:
-            raise ValueError("client_auth needs client_ca_file (the CA that signs client certificates)")
-        if self.reload_interval < 0:
-            raise ValueError("reload_interval must not be negative")
-
-
-def build_ssl_context(config: TlsConfig) -> ssl.SSLContext:
-    """A server context for `config` (TLS 1.2 or newer). Raises OSError (ssl.SSLError,
-    FileNotFoundError ...) when the files cannot be loaded."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.load_cert_chain(config.cert_file, config.key_file)
-    if config.client_ca_file:
-        ctx.load_verify_locations(cafile=config.client_ca_file)
-        ctx.verify_mode = ssl.CERT_REQUIRED if config.client_auth else ssl.CERT_OPTIONAL
-    return ctx
-
-
-_Signature = tuple[tuple[int, int, int, int], ...]
-
-
-class _TlsContexts:
-    """The newest good context for a TlsConfig, rebuilt when the files' identity changes."""
-
-    def __init__(self, config: TlsConfig) -> None:
-        self._config = config
-        self._paths = [p for p in (config.cert_file, config.key_file, config.client_ca_file) if p]
-        self._signature = self._stat()
-        self._context = build_ssl_context(config)
-        self._rejected: _Signature | None = None
-        self._next_check = time.monotonic() + config.reload_interval
-
-    def _stat(self) -> _Signature:
-        out = []
-        for path in self._paths:
-            st = os.stat(path)
-            out.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
-    def current(self) -> ssl.SSLContext:
-        now = time.monotonic()
-        if now < self._next_check:
-            return self._context
-        self._next_check = now + self._config.reload_interval
-        try:
-            signature = self._stat()
-        except OSError as exc:
-            if self._rejected != ():
-                log.error("TLS files unreadable, keeping the current certificate: %s", exc)
-                self._rejected = ()
-            return self._context
-        if signature in (self._signature, self._rejected):
-            return self._context
-        try:
-            context = build_ssl_context(self._config)
-        except (OSError, ValueError) as exc:
-            log.error("new TLS certificate or key rejected, keeping the current one: %s", exc)
-            self._rejected = signature
-            return self._context
-        log.info("TLS certificate reloaded from %s", self._config.cert_file)
-        self._context, self._signature, self._rejected = context, signature, None
-        return context
-
-
-class HttpError(Exception):
-    """A request the server answers itself with `status` and closes (400, 505)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class RequestHead:
-    """A parsed request head and what it implies for the connection."""
-
-    request: Request
-    http10: bool
-    keep_alive: bool
-    has_body: bool
-
-
-def parse_head(head: bytes) -> RequestHead:
-    """Parse a request head (request line and header fields, ending with an empty line).
-
-    Raises HttpError(400 or 505) for anything malformed: bare CR or LF, folded lines, bad
-    tokens, a missing or repeated Host on HTTP/1.1, an invalid Content-Length."""
-    text = head.lstrip(b"\r\n").decode("latin-1")
-    if not text.endswith("\r\n\r\n") or len(text) == 4:
-        raise HttpError(400, "empty or unterminated request head")
-    lines = text[:-4].split("\r\n")
-    if any("\r" in line or "\n" in line for line in lines):
-        raise HttpError(400, "bare CR or LF in the request head")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN.fullmatch(method):
-        raise HttpError(400, "malformed method")
-    match = _VERSION.fullmatch(version)
-    if match is None:
-        raise HttpError(400, "malformed HTTP version")
-    if match.group(1) != "1":
-        raise HttpError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-    http10 = match.group(2) == "0"
-    if not _TARGET.fullmatch(target):
-        raise HttpError(400, "malformed request target")
-    if target.startswith("/"):
-        path, _, query = target.partition("?")
-    elif target == "*":
-        path, query = target, ""
-    else:
-        split = urlsplit(target)
-        if split.scheme not in ("http", "https") or not split.netloc:
-            raise HttpError(400, "malformed request target")
-        path, query = split.path or "/", split.query
-
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not _TOKEN.fullmatch(name):  # also refuses obs-fold and "name :"
-            raise HttpError(400, "malformed header field")
-        value = value.strip(" \t")
-        if _BAD_VALUE.search(value):
-            raise HttpError(400, "control character in a header field")
-        key = name.lower()
-        if key in headers:
-            if key in ("host", "content-length"):
-                raise HttpError(400, f"repeated {key} header")
-            headers[key] = f"{headers[key]}, {value}"
-        else:
-            headers[key] = value
-    if not http10 and "host" not in headers:
-        raise HttpError(400, "HTTP/1.1 request without Host")
-
-    length = headers.get("content-length")
-    if length is not None and not _DIGITS.fullmatch(length):
-        raise HttpError(400, "invalid Content-Length")
-    has_body = "transfer-encoding" in headers or (length is not None and int(length) > 0)
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    keep_alive = "keep-alive" in tokens if http10 else "close" not in tokens
-    request = Request(method, path, query, MappingProxyType(headers))
-    return RequestHead(request, http10, keep_alive, has_body)
-
-
-def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Status"
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True))
-    return _date_cache[1]
-
-
-def encode_response(response: Response, *, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
-    """The bytes on the wire: status line, header fields, and the body unless `head_only`."""
-    lines = [
-        f"HTTP/1.1 {response.status} {_reason(response.status)}",
-        f"Date: {_http_date()}",
-        f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
-    ]
-    lines.extend(f"{name}: {value}" for name, value in response.headers.items())
-    if not keep_alive:
-        lines.append("Connection: close")
-    elif http10:
-        lines.append("Connection: keep-alive")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    return head if head_only else head + response.body
-
-
-def _error(status: int, text: str, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, text.encode() + b"\n", headers=headers or {})
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:
@@ -325,16 +67,6 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-class _Connection:
-    """What shutdown needs to know about one connection."""
-
-    __slots__ = ("busy", "writer")
-
-    def __init__(self) -> None:
-        self.busy = False
-        self.writer: asyncio.StreamWriter | None = None
-
-
 class HttpServer:
     """Serve `handler` on host:port from a background thread; see the module docstring."""
 
@@ -361,16 +93,14 @@ class HttpServer:
         self._tls = tls
         self._max_connections = max_connections
         self._max_concurrent = max_concurrent_requests
-        self._header_timeout = header_timeout
-        self._idle_timeout = idle_timeout
-        self._max_header_bytes = max_header_bytes
+        self._limits = Limits(header_timeout, idle_timeout, max_header_bytes)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._contexts: _TlsContexts | None = None
+        self._contexts: ReloadingContext | None = None
         self._listeners: list[socket.socket] = []
-        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._connections: dict[asyncio.Task[None], ServedConnection] = {}
         self._stop_timeout = 5.0
         self._last_limit_warning = -_LIMIT_WARNING_INTERVAL
         # Created on the loop (Python 3.9 binds these to the current loop at construction).
@@ -388,7 +118,7 @@ class HttpServer:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("server already started")
-            self._contexts = _TlsContexts(self._tls) if self._tls else None
+            self._contexts = ReloadingContext(self._tls) if self._tls else None
             self._listeners = _bind(self._host, self._port)
             try:
                 for sock in self._listeners:
@@ -420,7 +150,7 @@ class HttpServer:
             self._stop_timeout = max(0.0, timeout)
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(self._request_stop)
-            thread.join(self._stop_timeout + 2 * _CLOSE_TIMEOUT)
+            thread.join(self._stop_timeout + 2 * CLOSE_TIMEOUT)
             if thread.is_alive():
                 log.error("HTTP server thread did not stop")
             self._abandon()
@@ -486,7 +216,7 @@ class HttpServer:
             if conn.writer is not None:
                 conn.writer.transport.abort()
         if left:
-            await asyncio.wait([task for task, _ in left], timeout=_CLOSE_TIMEOUT)
+            await asyncio.wait([task for task, _ in left], timeout=CLOSE_TIMEOUT)
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -513,8 +243,9 @@ class HttpServer:
                     self._last_limit_warning = now
                     log.warning("%d connections open: closing new ones until some end", len(self._connections))
                 continue
-            conn = _Connection()
-            task = loop.create_task(self._serve_connection(sock, conn))
+            conn = ServedConnection(self._limits, self._call_handler, self._stopping)
+            context = self._contexts.current() if self._contexts is not None else None
+            task = loop.create_task(conn.serve(sock, context))
             self._connections[task] = conn
             task.add_done_callback(self._forget)
 
@@ -522,83 +253,6 @@ class HttpServer:
         self._connections.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("connection task failed", exc_info=task.exception())
-
-    async def _serve_connection(self, sock: socket.socket, conn: _Connection) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self._max_header_bytes)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        context = self._contexts.current() if self._contexts is not None else None
-        try:
-            # The socket is the transport's from here on, even if this fails (it closes it).
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                sock,
-                ssl=context,
-                ssl_handshake_timeout=self._header_timeout if context is not None else None,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.debug("connection dropped before the first request: %r", exc)
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        conn.writer = writer
-        try:
-            first = True
-            while True:
-                try:
-                    head = await self._read_head(reader, first)
-                except asyncio.LimitOverrunError:
-                    conn.busy = True
-                    await self._send_error(writer, reader, _error(431, "request header fields too large"), conn)
-                    return
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
-                    return  # the client went away, or kept us waiting too long: close quietly
-                first = False
-                conn.busy = True
-                if not await self._answer(head, reader, writer, conn):
-                    return
-                conn.busy = False
-        except (OSError, asyncio.TimeoutError) as exc:
-            log.debug("connection error: %r", exc)
-        finally:
-            conn.busy = False
-            await self._close(writer)
-
-    async def _read_head(self, reader: asyncio.StreamReader, first: bool) -> bytes:
-        if first:  # a new connection has header_timeout to deliver its whole first head
-            head = await asyncio.wait_for(reader.readuntil(_HEAD_END), self._header_timeout)
-        else:  # a kept-alive one may stay silent for idle_timeout, then has header_timeout
-            start = await asyncio.wait_for(reader.readexactly(1), self._idle_timeout)
-            head = start + await asyncio.wait_for(reader.readuntil(_HEAD_END), self._header_timeout)
-        if len(head) > self._max_header_bytes:
-            raise asyncio.LimitOverrunError("request head too large", len(head))
-        return head
-
-    async def _answer(
-        self, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection
-    ) -> bool:
-        """Answer one request; True when the connection stays open for the next one."""
-        try:
-            head = parse_head(raw)
-        except HttpError as err:
-            await self._send_error(writer, reader, _error(err.status, str(err)), conn)
-            return False
-        request = head.request
-        if request.method not in _ALLOWED_METHODS:
-            response = _error(405, "method not allowed", {"Allow": ", ".join(_ALLOWED_METHODS)})
-            if head.has_body:  # we will not read the body, so the connection cannot continue
-                await self._send_error(writer, reader, response, conn)
-                return False
-        elif head.has_body:
-            await self._send_error(writer, reader, _error(413, "requests must not have a body"), conn)
-            return False
-        else:
-            response = await self._call_handler(request)
-        assert self._stopping is not None
-        keep_alive = head.keep_alive and not self._stopping.is_set()
-        data = encode_response(response, keep_alive=keep_alive, http10=head.http10, head_only=request.method == "HEAD")
-        writer.write(data)
-        await asyncio.wait_for(writer.drain(), self._idle_timeout)
-        return keep_alive
 
     async def _call_handler(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
@@ -611,32 +265,4 @@ class HttpServer:
                 return response
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.path)
-                return _error(500, "internal server error")
-
-    async def _send_error(
-        self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader, response: Response, conn: _Connection
-    ) -> None:
-        """Send a final response, then discard what the client still sends for a short while:
-        closing with unread data would reset the connection and could destroy our answer."""
-        writer.write(encode_response(response, keep_alive=False, http10=False, head_only=False))
-        await asyncio.wait_for(writer.drain(), self._idle_timeout)
-        conn.busy = False  # stop() need not wait for the rest
-        if writer.can_write_eof():
-            writer.write_eof()
-        deadline = time.monotonic() + _LINGER_SECONDS
-        discarded = 0
-        with contextlib.suppress(asyncio.TimeoutError, OSError):
-            while discarded < _LINGER_BYTES:
-                chunk = await asyncio.wait_for(reader.read(65536), max(0.0, deadline - time.monotonic()))
-                if not chunk:
-                    break
-                discarded += len(chunk)
-
-    async def _close(self, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        try:
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
-        except asyncio.TimeoutError:
-            writer.transport.abort()
-        except Exception:  # the connection's own error, already dealt with
-            pass
+                return error_response(500, "internal server error")

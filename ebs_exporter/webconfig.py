@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .http_server import TlsConfig, build_ssl_context
+from .tls import TlsConfig, build_ssl_context
 
 # exporter-toolkit's client_auth_type values that Python's ssl module can honour.
 CLIENT_AUTH = {

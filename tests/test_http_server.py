@@ -16,15 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ebs_exporter.http_server import (
-    HttpServer,
-    Request,
-    Response,
-    TlsConfig,
-    build_ssl_context,
-    encode_response,
-    parse_head,
-)
+from ebs_exporter.http_protocol import HttpProtocol, Request, Response
+from ebs_exporter.http_server import HttpServer
+from ebs_exporter.tls import TlsConfig, build_ssl_context
 
 WAIT = 30.0  # generous bound for anything that should happen "soon"; never a performance claim
 METRICS = b"# TYPE up gauge\nup 1\n"
@@ -199,19 +193,15 @@ def test_http_client_reuses_its_connection(serve: ServerFactory) -> None:
     conn.close()
 
 
-def test_http10_closes_unless_asked_to_keep_alive(serve: ServerFactory) -> None:
+@pytest.mark.parametrize("extra", [b"", b"Connection: Keep-Alive\r\n"])
+def test_http10_is_answered_and_closed(serve: ServerFactory, extra: bytes) -> None:
+    # h11 serves HTTP/1.0 one request per connection: the 1.0 keep-alive extension is not spoken.
     server = serve()
     client = Client(server.port)
-    client.send(b"GET /metrics HTTP/1.0\r\n\r\n")
+    client.send(b"GET /metrics HTTP/1.0\r\n" + extra + b"\r\n")
     status, headers, body = client.response()
     assert (status, body, headers["connection"]) == (200, METRICS, "close")
     assert client.wait_closed()
-
-    client = Client(server.port)
-    for _ in range(2):
-        client.send(b"GET /metrics HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-        status, headers, body = client.response()
-        assert (status, body, headers["connection"]) == (200, METRICS, "keep-alive")
 
 
 def test_connection_close_is_honoured(serve: ServerFactory) -> None:
@@ -251,7 +241,13 @@ def test_other_methods_get_405_with_allow(serve: ServerFactory) -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    ["Content-Length: 10\r\n", "Transfer-Encoding: chunked\r\n"],
+    [
+        "Content-Length: 10\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: 10, 10\r\n",  # one value, repeated: RFC 9110 lets a recipient take it
+        "Content-Length: 10\r\nContent-Length: 10\r\n",
+        "Content-Length: 10\r\nTransfer-Encoding: chunked\r\n",
+    ],
 )
 def test_request_with_a_body_gets_413_and_close(serve: ServerFactory, extra: str) -> None:
     server = serve()
@@ -306,10 +302,10 @@ def test_huge_head_gets_431_and_close(serve: ServerFactory) -> None:
         b"GET /metrics HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: t\r\nNoColon\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nHost: t\nX-Smuggled: y\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: t\rX-Smuggled: y\r\n\r\n",  # bare CR
         b"GET /metrics HTTP/1.1\r\nHost: t\r\nX: a\x00b\r\n\r\n",
         b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
-        b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 1, 1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"GET metrics HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET ftp://host/metrics HTTP/1.1\r\nHost: t\r\n\r\n",
         b"GET /m\xe9trics HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -324,6 +320,30 @@ def test_malformed_request_gets_400_and_close(serve: ServerFactory, raw: bytes) 
     client.send(raw)
     status, headers, _ = client.response()
     assert (status, headers["connection"]) == (400, "close")
+    assert client.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /echo?lf HTTP/1.1\nHost: t\nUser-Agent: lf\n\n",
+        b"GET /echo?lf HTTP/1.1\r\nHost: t\nUser-Agent: lf\r\n\n",  # CRLF and LF mixed
+    ],
+)
+def test_bare_lf_line_ends_are_answered(serve: ServerFactory, raw: bytes) -> None:
+    server = serve()
+    client = Client(server.port)
+    client.send(raw)
+    assert client.response()[0::2] == (200, b"GET /echo lf ua=lf")
+    assert client.get()[0] == 200  # and the connection goes on
+
+
+def test_unknown_transfer_coding_gets_501(serve: ServerFactory) -> None:
+    server = serve()
+    client = Client(server.port)
+    client.send(b"GET /metrics HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n")
+    status, headers, _ = client.response()
+    assert (status, headers["connection"]) == (501, "close")
     assert client.wait_closed()
 
 
@@ -774,12 +794,18 @@ def test_client_auth_without_a_ca_is_a_configuration_error() -> None:
 # ---------------------------------------------------------------- pure parts
 
 
-def test_parse_head_fields() -> None:
-    head = parse_head(b"\r\nGET http://h:1/p/q?x=1 HTTP/1.1\r\nHost: h\r\nAccept: a\r\nACCEPT:  b \r\n\r\n")
+def test_request_fields() -> None:
+    http = HttpProtocol(8192)
+    http.receive(b"\r\nGET http://h:1/p/q?x=1 HTTP/1.1\r\nHost: h\r\nAccept: a\r\nACCEPT:  b \r\n\r\nHEAD /m")
+    head = http.next_request()
+    assert head is not None and not head.has_body
     assert head.request == Request("GET", "/p/q", "x=1", {"host": "h", "accept": "a, b"})
-    assert head.keep_alive and not head.http10 and not head.has_body
-    head = parse_head(b"HEAD /m HTTP/1.0\r\nConnection: keep-alive, Upgrade\r\nContent-Length: 3\r\n\r\n")
-    assert (head.request.method, head.http10, head.keep_alive, head.has_body) == ("HEAD", True, True, True)
+    http.respond(Response(200, b"x"), close=False)
+    assert http.start_next_cycle() and http.has_buffered_data  # "HEAD /m" is already here
+    assert http.next_request() is None
+    http.receive(b" HTTP/1.0\r\nContent-Length: 3\r\n\r\n")
+    head = http.next_request()
+    assert head is not None and (head.request.method, head.request.path, head.has_body) == ("HEAD", "/m", True)
 
 
 def test_response_validation() -> None:
@@ -792,11 +818,20 @@ def test_response_validation() -> None:
         Response(200, "text")  # type: ignore[arg-type]
 
 
-def test_encode_response() -> None:
-    wire = encode_response(Response(200, b"abc", headers={"X-A": "1"}), keep_alive=False, http10=False, head_only=False)
-    head, body = wire.split(b"\r\n\r\n")
+def test_respond() -> None:
+    http = HttpProtocol(8192)
+    http.receive(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert http.next_request() is not None
+    payload = b"abc" * 1000
+    head, body = http.respond(Response(200, payload, headers={"X-A": "1"}), close=True)
     lines = head.split(b"\r\n")
-    assert lines[0] == b"HTTP/1.1 200 OK" and body == b"abc"
-    assert b"Content-Length: 3" in lines and b"X-A: 1" in lines and b"Connection: close" in lines
-    head_only = encode_response(Response(503, b"abc"), keep_alive=True, http10=True, head_only=True)
-    assert head_only.endswith(b"Connection: keep-alive\r\n\r\n") and head_only.startswith(b"HTTP/1.1 503 ")
+    assert lines[0] == b"HTTP/1.1 200 OK" and body is payload and head.endswith(b"\r\n\r\n")
+    assert b"Content-Length: 3000" in lines and b"X-A: 1" in lines and b"Connection: close" in lines
+    assert not http.start_next_cycle()
+
+    http = HttpProtocol(8192)
+    http.receive(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert http.next_request() is not None
+    (head_only,) = http.respond(Response(503, b"abc"), close=False)
+    assert head_only.startswith(b"HTTP/1.1 503 ") and b"Content-Length: 3\r\n" in head_only
+    assert b"connection" not in head_only.lower() and http.start_next_cycle()

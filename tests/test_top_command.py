@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakenvme import FakeNvme
 from ci import require_tool
+from fakenvme import FakeNvme
 from sysfs_fixture import SysfsTree
 
 import nvme_ebs
