@@ -4,6 +4,7 @@ and its structs into the dataclasses of nvme_ebs.model."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any, NoReturn
 
 from ._nvme_ebs_c import ffi, lib
@@ -75,24 +76,17 @@ if tuple(f.name for f in dataclasses.fields(EbsStats)) != _STATS_FIELDS:
     raise ImportError("nvme_ebs._native is out of step with the fields of EbsStats")
 
 
+_counters = operator.attrgetter(*COUNTER_FIELDS)  # the struct's counters, in page order, in one call
+
+
 def _stats(out: Any) -> EbsStats:
     """`out` must come from ffi.new (zero-filled): the bounds cache keys on the unused bins too."""
     raw = ffi.buffer(out)
     # Positional, in EbsStats' field order: keywords cost more than the rest of the call.
-    return EbsStats(
+    return EbsStats(  # type: ignore[call-arg]  # mypy cannot count *_counters: the import-time check does
         _PAGE_KINDS[out.kind],
         out.version,
-        out.total_read_ops,
-        out.total_write_ops,
-        out.total_read_bytes,
-        out.total_write_bytes,
-        out.total_read_time_us,
-        out.total_write_time_us,
-        out.ebs_volume_performance_exceeded_iops_us,
-        out.ebs_volume_performance_exceeded_tp_us,
-        out.ec2_instance_ebs_performance_exceeded_iops_us,
-        out.ec2_instance_ebs_performance_exceeded_tp_us,
-        out.volume_queue_length,
+        *_counters(out),
         _histogram(out.read_hist, raw, _HIST_OFFSETS[0]),
         _histogram(out.write_hist, raw, _HIST_OFFSETS[1]),
     )
