@@ -6,7 +6,7 @@
 VENV is a virtualenv that holds the installed wheel and nothing of the source tree.
 From an empty temporary directory (so no source checkout can be imported) this:
 
-1. checks that `nvme_ebs` and `exporter` are imported from VENV's site-packages;
+1. checks that `nvme_ebs` and `ebs_exporter` are imported from VENV's site-packages;
 2. starts the entrypoint, `VENV/bin/ebs-exporter --simulate 1
    --web.listen-address=127.0.0.1:0`, and reads the port from its log line;
 3. scrapes /healthz and /metrics once; the page must hold the one simulated volume
@@ -46,8 +46,8 @@ def check(condition: bool, message: str) -> None:
 
 def installed_from(venv: Path, cwd: Path, env: dict[str, str]) -> tuple[list[str], str]:
     code = (
-        "import importlib.metadata, nvme_ebs, exporter;"
-        "print(nvme_ebs.__file__); print(exporter.__file__);"
+        "import importlib.metadata, nvme_ebs, ebs_exporter;"
+        "print(nvme_ebs.__file__); print(ebs_exporter.__file__);"
         "print(importlib.metadata.version('ebs-metrics-exporter'))"
     )
     out = subprocess.run(
