@@ -29,6 +29,11 @@ podman info >/dev/null 2>"$ROOT/build/podman-info.err" \
 base=$("$HERE/image-base.sh" "$arch") || fail "the Debian 12 base image ($arch) was not built"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")
 revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+# What the build context holds (as .dockerignore lets it through) and the Dockerfile.
+digest=$(cd "$ROOT" && find Dockerfile pyproject.toml setup.py README.md csrc nvme_ebs ebs_exporter \
+    scripts/image-steps.sh scripts/requirements-build.txt -type f \
+    ! -path '*/__pycache__/*' ! -name '*.py[cod]' ! -name '*.so' ! -name '*.o' ! -name _nvme_ebs_c.c -print0 \
+    | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 # pip in the build trusts what pip here trusts (a proxy's CA, say), through a build secret.
 secret=()
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
@@ -37,6 +42,6 @@ fi
 start=$(date +%s)
 podman build --network=host --platform "linux/$arch" "${secret[@]}" \
     --build-arg BUILDER_IMAGE="$base" --build-arg RUNTIME_IMAGE="$base" --build-arg PYTHON="$LOCAL_PYTHON" \
-    --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg SOURCE_DIGEST="$digest" \
     -t "$tag" "$ROOT" >&2 || fail "podman build of $tag on $base failed (its output is above)"
 echo "image-local: $tag ($arch, on $base) built in $(($(date +%s) - start)) s" >&2
