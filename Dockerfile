@@ -4,10 +4,11 @@
 # from a registry they already trust, freely redistributable, with Red Hat's
 # security errata, and the same RHEL userland as the RHCOS nodes it runs on.
 #
-#   make docker-build IMG=quay.io/ORG/ebs-metrics-exporter:TAG   (or podman / buildah)
+#   make image IMG=quay.io/ORG/ebs-metrics-exporter:TAG   (podman, or docker)
+#   make image-local        the same file on a Debian 12 base made with debootstrap
 #
-# Both stages run scripts/image-steps.sh, which CI also runs without an engine,
-# so the commands below are tested even where no image can be built.
+# Both stages run scripts/image-steps.sh, which CI also runs without an engine;
+# CI also builds this file with podman and runs the DaemonSet's pod from it.
 
 # The base images and the interpreter are build arguments: the defaults are the
 # production images; `make image-local` builds the same file on a Debian 12 base made

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The container image's build steps, runnable without a container engine.
 #
-# The Dockerfile runs the `wheel` step in its builder stage and the `install` step
-# in its runtime stage, so CI, which has no engine, runs the very same commands:
+# The Dockerfile runs `packages` in both stages, `wheel` in its builder stage and
+# `install` in its runtime stage; `all` runs the last three without an engine:
 #
 #   scripts/image-steps.sh packages ROLE        install the distribution packages of ROLE,
 #                                                builder or runtime, with microdnf, dnf or
