@@ -113,13 +113,14 @@ clean: ## remove build outputs and the virtualenvs
 include fuzz/fuzz.mk
 fuzz-corpus: venv
 
-# The container image, built and run by a real engine: podman with runc, set up by the
-# repository's containers.conf (never /etc). image-local and the pod tests build on a Debian 12
-# base made here with debootstrap (cached in build/image-base/), for machines that cannot pull UBI.
+# The container image, built and run by a real engine. image-local and the pod tests build on a
+# Debian 12 base made here with debootstrap (cached in build/image-base/), for machines that
+# cannot pull UBI, with podman and runc as the repository's containers.conf sets them up
+# (scripts/image-local.sh and tests/image_pod.py point CONTAINERS_CONF at it unless it is set;
+# /etc is left alone). `make image` uses the engine as the machine configures it.
 APT_PACKAGES += podman runc catatonit debootstrap qemu-user-static
 NEEDED_COMMANDS += podman runc debootstrap qemu-aarch64-static
 IMAGE_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
-export CONTAINERS_CONF ?= $(abspath containers.conf)
 .PHONY: image image-local image-local-arm64 test-image test-image-arm64
 
 image: ## build the image IMG from the Dockerfile (UBI 9 bases) with podman, or docker without it
