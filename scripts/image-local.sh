@@ -24,8 +24,9 @@ case "$arch" in
     *) sed -n '5,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 command -v podman >/dev/null || fail "podman not found (make deps installs it)"
-podman info >/dev/null 2>"$ROOT/build/podman-info.err" \
-    || fail "the engine does not start (podman info): $(tail -n 1 "$ROOT/build/podman-info.err")"
+if ! err=$(podman info 2>&1 >/dev/null); then
+    fail "the engine does not start (podman info): $(tail -n 1 <<<"$err")"
+fi
 base=$("$HERE/image-base.sh" "$arch") || fail "the Debian 12 base image ($arch) was not built"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")
 revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -39,9 +40,13 @@ secret=()
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
     secret=(--secret "id=pip-ca,src=$PIP_CERT")
 fi
+mkdir -p "$ROOT/build"
+log=$ROOT/build/image-local-$arch.log
 start=$(date +%s)
 podman build --network=host --platform "linux/$arch" "${secret[@]}" \
     --build-arg BUILDER_IMAGE="$base" --build-arg RUNTIME_IMAGE="$base" --build-arg PYTHON="$LOCAL_PYTHON" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg SOURCE_DIGEST="$digest" \
-    -t "$tag" "$ROOT" >&2 || fail "podman build of $tag on $base failed (its output is above)"
+    -t "$tag" "$ROOT" >"$log" 2>&1 \
+    || fail "podman build of $tag on $base failed; the end of $log:
+$(tail -n 25 "$log")"
 echo "image-local: $tag ($arch, on $base) built in $(($(date +%s) - start)) s" >&2
