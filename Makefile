@@ -21,7 +21,7 @@ NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod
 .PHONY: help deps deps-build apt-install venv build test test-kernel update-golden lint demo run bench soak wheels check-wheel image-steps deploy undeploy docker-build docker-push clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml setup.py csrc/nvme_ebs.c csrc/nvme_ebs.h csrc/build_ffi.py
 	@$(MAKE) -s deps-build
@@ -121,3 +121,28 @@ clean: ## remove build outputs and the virtualenvs
 # Fuzzing the C decoders with libFuzzer + ASan/UBSan: fuzz-build, fuzz-ci, fuzz, fuzz-coverage, fuzz-corpus.
 include fuzz/fuzz.mk
 fuzz-corpus: venv
+
+# The container image, built and run by a real engine. image-local and the pod tests build on a
+# Debian 12 base made here with debootstrap (cached in build/image-base/), for machines that
+# cannot pull UBI, with podman and runc as the repository's containers.conf sets them up
+# (scripts/image-local.sh and tests/image_pod.py point CONTAINERS_CONF at it unless it is set;
+# /etc is left alone). `make image` uses the engine as the machine configures it.
+APT_PACKAGES += podman runc catatonit debootstrap qemu-user-static
+NEEDED_COMMANDS += podman runc debootstrap qemu-aarch64-static
+IMAGE_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+.PHONY: image image-local image-local-arm64 test-image test-image-arm64
+
+image: ## build the image IMG from the Dockerfile (UBI 9 bases) with podman, or docker without it
+	$(IMAGE_ENGINE) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMG) .
+
+image-local: deps ## the same Dockerfile on a local Debian 12 base: localhost/ebs-metrics-exporter:local
+	scripts/image-local.sh amd64
+
+image-local-arm64: deps ## the same for linux/arm64 under qemu-user-static: ...:local-arm64
+	scripts/image-local.sh arm64
+
+test-image: image-local venv ## the DaemonSet's pod under podman kube play against a fake host
+	$(PY) -m pytest tests/test_image.py $(PYTEST_ARGS)
+
+test-image-arm64: image-local-arm64 venv ## the arm64 image's smoke, emulated (slow: a CI step of its own)
+	$(PY) -m pytest -m arm64 tests/test_image_arm64.py $(PYTEST_ARGS)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The container image's build steps, runnable without a container engine.
 #
-# The Dockerfile runs the `wheel` step in its builder stage and the `install` step
-# in its runtime stage, so CI, which has no engine, runs the very same commands:
+# The Dockerfile runs `packages` in both stages, `wheel` in its builder stage and
+# `install` in its runtime stage; `all` runs the last three without an engine:
 #
+#   scripts/image-steps.sh packages ROLE        install the distribution packages of ROLE,
+#                                                builder or runtime, with microdnf, dnf or
+#                                                apt-get (inside the image only)
 #   scripts/image-steps.sh wheel OUTDIR          build the project's wheel and fetch its
 #                                                dependencies' wheels into OUTDIR
 #                                                (needs a C compiler and the kernel headers)
@@ -25,12 +28,50 @@ cleanup() { if [ ${#CLEANUP[@]} -gt 0 ]; then rm -rf "${CLEANUP[@]}"; fi; }
 trap cleanup EXIT
 
 usage() {
-    sed -n '7,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '7,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
+}
+
+# Package names follow $PYTHON: python3.12 on UBI 9, python3.11 on Debian 12. Not
+# version-pinned: the base image's tag fixes the release, and its repositories move with the
+# security errata, so an exact version would stop resolving at the next update.
+step_packages() {
+    local role=$1 rpm deb
+    case "$role" in
+        builder)
+            rpm="gcc kernel-headers $PYTHON $PYTHON-devel"
+            deb="gcc libc6-dev linux-libc-dev $PYTHON-dev $PYTHON-venv"
+            ;;
+        runtime)
+            rpm="$PYTHON"
+            deb="$PYTHON-venv"
+            ;;
+        *) usage ;;
+    esac
+    # shellcheck disable=SC2086 # the lists are word lists
+    if command -v microdnf >/dev/null; then
+        microdnf install -y --nodocs --setopt=install_weak_deps=0 $rpm
+        microdnf clean all
+    elif command -v dnf >/dev/null; then
+        dnf install -y --nodocs --setopt=install_weak_deps=0 $rpm
+        dnf clean all
+    elif command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $deb
+        apt-get clean
+        rm -rf /var/lib/apt/lists/*
+    else
+        echo "image-steps: no microdnf, dnf or apt-get in this image" >&2
+        return 1
+    fi
 }
 
 step_wheel() {
     local out=$1 root tools
+    # The build's optional pip-ca secret (Dockerfile): a proxy's CA bundle for pip.
+    if [ -f /run/secrets/pip-ca ]; then
+        export PIP_CERT=/run/secrets/pip-ca
+    fi
     root=$(cd "$HERE/.." && pwd)
     mkdir -p "$out"
     out=$(cd "$out" && pwd)
@@ -87,6 +128,7 @@ step_all() {
 }
 
 case "${1:-}" in
+    packages) [ $# -eq 2 ] || usage; step_packages "$2" ;;
     wheel) [ $# -eq 2 ] || usage; step_wheel "$2" ;;
     install) [ $# -eq 3 ] || usage; step_install "$2" "$3" ;;
     smoke) [ $# -eq 2 ] || usage; step_smoke "$2" ;;

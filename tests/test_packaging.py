@@ -94,8 +94,10 @@ class Stage:
 
 
 def parse_dockerfile(text: str) -> list[Stage]:
-    """Stages of instructions; continuation lines joined, comment lines dropped (as Docker does)."""
+    """Stages of instructions; continuation lines joined, comment lines dropped (as Docker does).
+    A FROM's image is given with the defaults of the ARGs before the first FROM filled in."""
     stages: list[Stage] = []
+    global_args: dict[str, str] = {}
     pending: list[str] = []
     start = 0
     for number, raw in enumerate(text.splitlines(), 1):
@@ -110,8 +112,12 @@ def parse_dockerfile(text: str) -> list[Stage]:
         keyword, _, args = " ".join(pending).partition(" ")
         pending = []
         keyword = keyword.upper()
+        if keyword == "ARG" and not stages:
+            name, _, default = args.strip().partition("=")
+            global_args[name] = default
+            continue
         if keyword == "FROM":
-            words = args.split()
+            words = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: global_args[m[1] or m[2]], args).split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name))
         else:
@@ -142,11 +148,11 @@ def _labels(stage: Stage) -> dict[str, str]:
 
 
 def test_parse_dockerfile_joins_continuations_and_skips_comments() -> None:
-    text = "FROM a:1 AS b\n# c\nRUN x \\\n    # inner comment\n    && y\nFROM d:2\nEXPOSE 1\n"
+    text = "ARG A=a:1\nFROM ${A} AS b\n# c\nRUN x \\\n    # inner comment\n    && y\nFROM d:2\nEXPOSE 1\n"
     [first, second] = parse_dockerfile(text)
     assert (first.image, first.name, second.image, second.name) == ("a:1", "b", "d:2", None)
-    assert first.instructions == [Instruction("RUN", "x && y", 3)]
-    assert second.instructions == [Instruction("EXPOSE", "1", 7)]
+    assert first.instructions == [Instruction("RUN", "x && y", 4)]
+    assert second.instructions == [Instruction("EXPOSE", "1", 8)]
 
 
 def test_hadolint_passes() -> None:
@@ -227,11 +233,20 @@ def test_labels(stages: list[Stage]) -> None:
     assert "ubi" not in labels["name"].lower()
 
 
+def _stage_packages() -> dict[str, dict[str, list[str]]]:
+    """{role: {"rpm": [...], "deb": [...]}} as the `packages` step of image-steps.sh lists them."""
+    text = IMAGE_STEPS.read_text(encoding="utf-8")
+    found = re.findall(r'(builder|runtime)\)\s*rpm="([^"]*)"\s*deb="([^"]*)"', text)
+    return {role: {"rpm": rpm.split(), "deb": deb.split()} for role, rpm, deb in found}
+
+
 def test_runtime_stage_has_no_compiler(stages: list[Stage]) -> None:
-    builder, runtime = stages
-    compiler = re.compile(r"\b(gcc|g\+\+|clang|cc|make|kernel-headers|[\w.+-]+-devel)\b")
-    builder_runs = " ".join(i.args for i in builder.all("RUN"))
-    assert compiler.search(builder_runs), "the pattern must see the builder's compiler"
+    runtime = stages[1]
+    compiler = re.compile(r"\b(gcc|g\+\+|clang|cc|make|kernel-headers|[\w.+$-]+-dev(el)?|libc6-dev|linux-libc-dev)\b")
+    packages = _stage_packages()
+    for family in ("rpm", "deb"):
+        assert compiler.search(" ".join(packages["builder"][family])), "the pattern must see the builder's compiler"
+        assert not compiler.search(" ".join(packages["runtime"][family])), packages["runtime"][family]
     for instruction in runtime.all("RUN"):
         assert not compiler.search(instruction.args), f"line {instruction.line}: {instruction.args}"
     assert not [i for i in runtime.instructions if i.keyword in ("COPY", "ADD")], "the runtime copies nothing in"
@@ -243,22 +258,42 @@ def _image_steps_commands() -> set[str]:
     return set(re.findall(r"^\s+([a-z]+)\) ", case, flags=re.MULTILINE))
 
 
+def _global_args() -> dict[str, str]:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    head = text[: re.search(r"^FROM ", text, flags=re.MULTILINE).start()]  # type: ignore[union-attr]
+    return dict(re.findall(r"^ARG (\w+)=(\S*)$", head, flags=re.MULTILINE))
+
+
 def test_dockerfile_runs_the_steps_ci_runs(stages: list[Stage]) -> None:
     """Both stages call scripts/image-steps.sh, whose `all` CI runs without an engine."""
-    assert _image_steps_commands() == {"wheel", "install", "smoke", "all"}
+    assert _image_steps_commands() == {"packages", "wheel", "install", "smoke", "all"}
     builder, runtime = stages
-    [build] = [i for i in builder.all("RUN") if "image-steps.sh" in i.args]
-    assert build.args == "PYTHON=python3.12 bash scripts/image-steps.sh wheel /wheels"
-    [install] = [i for i in runtime.all("RUN") if "image-steps.sh" in i.args]
-    assert "--mount=type=bind,from=builder,source=/wheels,target=/wheels" in install.args
-    assert "--mount=type=bind,source=scripts/image-steps.sh,target=/usr/local/libexec/image-steps.sh" in install.args
-    assert install.args.endswith(f"PYTHON=python3.12 bash /usr/local/libexec/image-steps.sh install /wheels {VENV_DIR}")
+    steps = [i.args for i in builder.all("RUN") if "image-steps.sh" in i.args]
+    assert steps == [
+        "PYTHON=${PYTHON} bash scripts/image-steps.sh packages builder",
+        "--mount=type=secret,id=pip-ca REVISION=${REVISION} PYTHON=${PYTHON} bash scripts/image-steps.sh wheel /wheels",
+    ]
+    script = "--mount=type=bind,source=scripts/image-steps.sh,target=/usr/local/libexec/image-steps.sh"
+    packages, install = [i.args for i in runtime.all("RUN") if "image-steps.sh" in i.args]
+    assert packages == f"{script} PYTHON=${{PYTHON}} bash /usr/local/libexec/image-steps.sh packages runtime"
+    assert "--mount=type=bind,from=builder,source=/wheels,target=/wheels" in install and script in install
+    assert install.endswith(f"PYTHON=${{PYTHON}} bash /usr/local/libexec/image-steps.sh install /wheels {VENV_DIR}")
     # The interpreter that builds is the one that runs: the dependencies' wheels are for it.
+    assert _global_args()["PYTHON"] == "python3.12"  # UBI 9's
     for stage in stages:
-        packages = " ".join(i.args for i in stage.all("RUN") if "dnf install" in i.args)
-        assert re.search(r"\bpython3\.12\b", packages), stage.image
+        assert [i.args for i in stage.all("ARG") if i.args.startswith("PYTHON")] == ["PYTHON"], stage.image
+    for role, lists in _stage_packages().items():
+        assert "$PYTHON" in lists["rpm"] and "$PYTHON-venv" in lists["deb"], role
     [env] = runtime.all("ENV")
     assert f"PATH={VENV_DIR}/bin:$PATH" in env.args.split()
+
+
+def test_base_images_are_build_arguments_defaulting_to_ubi_9() -> None:
+    args = _global_args()
+    assert args["BUILDER_IMAGE"] == f"{TRUSTED_REGISTRY}/ubi9/ubi:9.6"
+    assert args["RUNTIME_IMAGE"] == f"{TRUSTED_REGISTRY}/ubi9/ubi-minimal:9.6"
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE) == ["${BUILDER_IMAGE}", "${RUNTIME_IMAGE}"]
 
 
 def test_every_copy_source_exists(stages: list[Stage]) -> None:
