@@ -835,3 +835,15 @@ def test_respond() -> None:
     (head_only,) = http.respond(Response(503, b"abc"), close=False)
     assert head_only.startswith(b"HTTP/1.1 503 ") and b"Content-Length: 3\r\n" in head_only
     assert b"connection" not in head_only.lower() and http.start_next_cycle()
+
+
+def test_served_sockets_send_without_waiting_for_acks(serve: ServerFactory) -> None:
+    """The head and the body are written apart: with Nagle's algorithm on, a small body would
+    wait for the client's delayed ACK (about 40 ms a scrape). TCP_NODELAY must be set."""
+    server = serve()
+    client = Client(server.port)
+    assert client.get()[0] == 200
+    [conn] = list(server._connections.values())
+    assert conn.writer is not None
+    sock = conn.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
