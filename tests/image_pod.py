@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from reliability import in_ci
+from ci import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS_CONF = REPO / "containers.conf"
@@ -39,13 +39,6 @@ sys.stdout.write("%d\\n" % response.status)
 sys.stdout.flush()
 sys.stdout.buffer.write(response.read())
 """
-
-
-def unavailable(message: str) -> None:
-    """Fail under CI=true, skip (saying why) elsewhere."""
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def engine_env() -> dict[str, str]:

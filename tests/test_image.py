@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from exporter_harness import FakeHost
+from ci import unavailable
+from exporter_harness import FakeHost, value
 from fakenvme import DEFAULT_BUILD_DIR, build_preload
 from image_pod import (
     LOCAL_IMAGE,
@@ -35,10 +36,9 @@ from image_pod import (
     podman,
     promtool_check,
     require_engine,
-    unavailable,
 )
 from pagesource import stats_page
-from reliability import capabilities, value
+from reliability import capabilities
 
 import nvme_ebs
 

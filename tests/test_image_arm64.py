@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+from exporter_harness import samples, value
 from image_pod import (
     ARM64_IMAGE,
     REPO,
@@ -23,7 +24,6 @@ from image_pod import (
     require_engine,
     wait_serving,
 )
-from reliability import samples, value
 
 import ebs_exporter
 
