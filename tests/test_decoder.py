@@ -166,7 +166,8 @@ def test_page_longer_than_4096_is_accepted_and_the_tail_ignored() -> None:
 def test_reserved_areas_are_ignored() -> None:
     base = hand_page({"total_read_ops": 5}, aws_bins(), aws_bins(10))
     page = bytearray(base)
-    page[96:512] = b"\xee" * 416
+    counters_end = max(COUNTER_OFFSETS.values()) + 8
+    page[counters_end:512] = b"\xee" * (512 - counters_end)
     page[3600:4096] = b"\xee" * 496
     # bins past num_bins are not looked at either
     page[2056 + 8 + 24 * 10 : 3600] = b"\xee" * (3600 - 2056 - 8 - 24 * 10)
