@@ -18,7 +18,7 @@ from itertools import accumulate
 
 from nvme_ebs import LatencyHistogram, PageKind
 
-from . import metrics
+from . import metrics, native_text
 from .metrics import Family
 from .snapshot import DeviceHealth, Snapshot, VolumeSample
 from .volumes import VolumeState
@@ -76,10 +76,11 @@ class _Layout:
 class _VolumeText:
     """The text of one volume that does not change between scrapes: its labels and line heads."""
 
-    __slots__ = ("histograms", "info", "labels")
+    __slots__ = ("histograms", "info", "labels", "native")
 
     def __init__(self, state: VolumeState) -> None:
         self.labels = f'volume_id="{escape_label(state.volume_id)}",device="{escape_label(state.name)}"'
+        self.native: native_text.VolumeLabels | None = None  # the labels as the C renderer takes them
         self.histograms: dict[str, tuple[_Layout, list[str]]] = {}  # by family name
         self.info: tuple[object, bytes] | None = None  # (the identity it was made from, the line)
 
@@ -96,8 +97,12 @@ class Renderer:
     """Keeps the text that repeats from scrape to scrape; one per exporter. Scrapes may share it
     from several threads: each cache step is one dict operation, and a lost entry costs a rebuild."""
 
-    def __init__(self, buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS) -> None:
+    def __init__(self, buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS, native: bool = True) -> None:
         self.buckets = buckets
+        # The C renderer writes the page families of pages that carry their decoded struct.
+        self.native = native
+        self._family_texts: dict[tuple[PageKind, str], native_text.FamilyText] = {}
+        self._layout_texts: dict[tuple[int, ...], native_text.LayoutText] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
@@ -144,6 +149,9 @@ class Renderer:
     def _page_families(
         self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
     ) -> None:
+        if self.native and all(s.stats.decoded is not None for s, _ in chosen):
+            self._native_page_families(emit, kind, chosen, openmetrics)
+            return
         for family in metrics.SCALARS:
             _header(emit, family, openmetrics, kind)
             head = family.exposed_name(kind) + "{"
@@ -156,6 +164,38 @@ class Renderer:
         for family in metrics.HISTOGRAMS:
             _header(emit, family, openmetrics, kind, "summary" if self.buckets.as_summary else "")
             self._histogram(emit, family, family.full_name(kind), chosen)
+
+    def _native_page_families(
+        self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+    ) -> None:
+        keep: list[object] = []
+        labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
+        vols = native_text.volumes(labelled, self._native_layout, keep)
+        for family in metrics.PAGE_FAMILIES:
+            summary = family.type == "histogram" and self.buckets.as_summary
+            _header(emit, family, openmetrics, kind, "summary" if summary else "")
+            text = self._family_texts.get((kind, family.name))
+            if text is None:
+                slot = metrics.HISTOGRAMS.index(family) if family in metrics.HISTOGRAMS else 0
+                text = self._family_texts[(kind, family.name)] = native_text.FamilyText(family, kind, slot)
+            emit(native_text.render_family(text, vols, len(labelled)))
+
+    @staticmethod
+    def _native_labels(text: _VolumeText) -> native_text.VolumeLabels:
+        labels = text.native = native_text.VolumeLabels(text.labels)
+        return labels
+
+    def _native_layout(self, labels: native_text.VolumeLabels, slot: int, hist: LatencyHistogram) -> native_text.LayoutText:
+        cached = labels.layouts[slot]
+        if cached is not None and (cached.bounds is hist.upper_us or cached.bounds == hist.upper_us):
+            return cached
+        shared = self._layout_texts.get(hist.upper_us)
+        if shared is None:
+            if len(self._layout_texts) >= _LAYOUTS_KEPT:
+                self._layout_texts.clear()
+            shared = self._layout_texts[hist.upper_us] = native_text.LayoutText(hist, self.buckets)
+        labels.layouts[slot] = shared
+        return shared
 
     def _layout(self, text: _VolumeText, name: str, hist: LatencyHistogram) -> tuple[_Layout, list[str]]:
         cached = text.histograms.get(name)

@@ -109,6 +109,10 @@ class VolumeState:
             self.reason = None
         return {name: wrap.update(getattr(stats, name)) for name, wrap in self.wraps.items()}
 
+    def wrap_offsets(self) -> dict[str, list[int]]:
+        """What wrapping added to each bin, for the histograms with a bin that has wrapped."""
+        return {name: wrap.offsets for name, wrap in self.wraps.items() if wrap.offsets is not None}
+
     def fail(self, reason: str, detail: str) -> None:
         """A failed read: counted each time, logged once per change of reason."""
         self.count_error(reason)

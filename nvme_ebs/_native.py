@@ -70,7 +70,9 @@ def _histogram(hist: Any, raw: Any, offset: int) -> LatencyHistogram:
 
 
 # _stats passes EbsStats' fields by position: make a reordering of the dataclass fail loudly.
-_STATS_FIELDS = ("kind", "version", *COUNTER_FIELDS, "read_io_latency_histogram", "write_io_latency_histogram")
+_STATS_FIELDS = (
+    "kind", "version", *COUNTER_FIELDS, "read_io_latency_histogram", "write_io_latency_histogram", "decoded",
+)  # fmt: skip
 if tuple(f.name for f in dataclasses.fields(EbsStats)) != _STATS_FIELDS:
     raise ImportError("nvme_ebs._native is out of step with the fields of EbsStats")
 
@@ -95,7 +97,23 @@ def _stats(out: Any) -> EbsStats:
         out.volume_queue_length,
         _histogram(out.read_hist, raw, _HIST_OFFSETS[0]),
         _histogram(out.write_hist, raw, _HIST_OFFSETS[1]),
+        out,
     )
+
+
+# EbsStats fields that struct nvme_ebs_stats spells otherwise.
+_STRUCT_FIELDS = {"read_io_latency_histogram": "read_hist", "write_io_latency_histogram": "write_hist"}
+
+
+def stats_offset(field: str) -> int:
+    """Where an EbsStats field sits in struct nvme_ebs_stats (EbsStats.decoded)."""
+    return int(ffi.offsetof("struct nvme_ebs_stats", _STRUCT_FIELDS.get(field, field)))
+
+
+def tune_malloc(arena_max: int, mmap_threshold: int) -> bool:
+    """glibc's malloc: at most `arena_max` arenas, blocks from `mmap_threshold` bytes mapped on
+    their own (returned to the system when freed). False where the C library refused."""
+    return bool(lib.nvme_ebs_tune_malloc(arena_max, mmap_threshold))
 
 
 def _identity(out: Any) -> ControllerIdentity:

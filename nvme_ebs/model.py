@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
 EBS_MODEL = "Amazon Elastic Block Store"
@@ -105,6 +105,9 @@ class EbsStats:
     volume_queue_length: int
     read_io_latency_histogram: LatencyHistogram
     write_io_latency_histogram: LatencyHistogram
+    # The C decoder's struct these values came from (None when built otherwise): the exporter
+    # writes its text straight from it. Not part of the value: equality ignores it.
+    decoded: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
