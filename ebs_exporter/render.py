@@ -107,6 +107,7 @@ class Renderer:
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
         self._device_labels: dict[str, str] = {}
+        self._error_text: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
 
     def write(
         self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
@@ -255,13 +256,24 @@ class Renderer:
             family = metrics.DEVICE_UP
             _header(emit, family, openmetrics)
             emit("".join([f"{family.name}{{{self._device(h.name)}}} {int(h.up)}\n" for h in health]).encode())
-        errors = [(h, r, n) for h in health for r, n in sorted(h.errors.items())]
+        errors = [self._error_lines(h) for h in health if h.errors]
         if errors:
-            family = metrics.DEVICE_ERRORS
-            _header(emit, family, openmetrics)
-            head = family.exposed_name()
-            lines = [f'{head}{{{self._device(h.name)},reason="{r}"}} {n}\n' for h, r, n in errors]
-            emit("".join(lines).encode())
+            _header(emit, metrics.DEVICE_ERRORS, openmetrics)
+            emit(b"".join(errors))
+
+    def _error_lines(self, health: DeviceHealth) -> bytes:
+        """A device's error counter lines, rewritten only when one of its counts moved."""
+        counts = tuple(health.errors.items())
+        cached = self._error_text.get(health.name)
+        if cached is not None and cached[0] == counts:
+            return cached[1]
+        head = metrics.DEVICE_ERRORS.exposed_name()
+        device = self._device(health.name)
+        text = "".join([f'{head}{{{device},reason="{r}"}} {n}\n' for r, n in sorted(counts)]).encode()
+        if len(self._error_text) >= _DEVICE_LABELS_KEPT:
+            self._error_text.clear()
+        self._error_text[health.name] = (counts, text)
+        return text
 
 
 def render(snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
