@@ -128,6 +128,7 @@ class Discovery:
         self.sysfs = sysfs
         self.dev = dev
         self._known: dict[str, _Known] = {}
+        self._names: tuple[list[str], list[str]] = ([], [])  # class/nvme's listing, and its controllers in order
 
     def scan(self) -> list[NvmeController]:
         """Every NVMe controller under `sysfs` (see discover())."""
@@ -143,7 +144,10 @@ class Discovery:
 
         known: dict[str, _Known] = {}
         devices = []
-        for controller in _entries(class_dir, _CONTROLLER):
+        names = _listing(class_dir)
+        if names != self._names[0]:  # sorted again only when the set of controllers changed
+            self._names = (names, _matching(names, _CONTROLLER))
+        for controller in self._names[1]:
             cdir = f"{class_dir}/{controller}"
             try:
                 st = os.stat(cdir)
@@ -159,9 +163,10 @@ class Discovery:
                 and last.listing == listing
                 and _read_attr(cdir, "serial") == last.device.serial  # a name reused is a new serial
             ):
-                device: NvmeController | None = last.device
-            else:
-                device = self._read(cdir, controller, listing, inside, subsystems)
+                known[controller] = last
+                devices.append(last.device)
+                continue
+            device = self._read(cdir, controller, listing, inside, subsystems)
             if device is None:
                 continue
             devices.append(device)
