@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick   # every section once over, in seconds (CI)
 
 Sections: (1) decoding one page three ways, (2) full scrapes over HTTP of the exporter process,
-through the fake NVMe controller and through --simulate, (3) prometheus_client's generate_latest
+through the fake NVMe controller and through --simulate, (2b) the C reference program doing the
+same work through the same fake controller, (3) prometheus_client's generate_latest
 of the same families as the baseline, (4) where the time of one scrape goes, (5) RSS after many
 scrapes and start-up time, (6) the cost per volume from a linear fit. Times are medians over
 repeats with (min-max) beside them. Benchmarks are not tests: nothing here fails on a slow
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline
 import decode
 import inprocess
+import reference
 import scrape
 from measure import linear_fit, machine_details
 
@@ -101,6 +103,28 @@ def scrapes(args: argparse.Namespace, workdir: Path) -> list[scrape.ScrapeResult
         ],
     )  # fmt: skip
     return results
+
+
+def references(
+    args: argparse.Namespace, results: list[scrape.ScrapeResult], workdir: Path
+) -> list[reference.ReferenceResult]:
+    bins = args.bins[-1]
+    section(
+        f"2b. The C reference: benchmarks/reference.c, {bins}-bin histograms (ms)",
+        "A plain C program doing a scrape's work through the same fake controller, without HTTP:",
+        "sysfs discovery, open/ioctl/close and decode per volume, the page families' text. Wall: the",
+        "median round; CPU: per round (getrusage). `exporter / C`: the exporter's CPU per plain scrape",
+        "(section 2, fake) over the reference's.",
+    )
+    rounds = 20 if args.quick else 400
+    measured = [reference.run_one(v, bins, rounds, workdir) for v in args.volumes]
+    cpu = {r.volumes: r.plain_cpu for r in results if r.source == "fake" and r.bins == bins}
+    rows = []
+    for m in measured:
+        ratio = f"{cpu[m.volumes] / m.cpu:.1f}x" if cpu.get(m.volumes) else "-"
+        rows.append([m.volumes, f"{m.bytes:,}", f"{m.wall * 1e3:.2f}", f"{m.cpu * 1e3:.2f}", ratio])
+    table(["volumes", "bytes", "wall", "CPU", "exporter / C"], rows)
+    return measured
 
 
 def baselines(args: argparse.Namespace, results: list[scrape.ScrapeResult]) -> list[baseline.BaselineResult]:
@@ -196,6 +220,7 @@ def summary(
     results: list[scrape.ScrapeResult],
     base: list[baseline.BaselineResult],
     mem: list[scrape.MemoryResult],
+    refs: list[reference.ReferenceResult],
 ) -> None:
     """The largest configuration's figures from the sections above, gathered in one table."""
     volumes, bins = args.volumes[-1], args.bins[-1]
@@ -207,10 +232,17 @@ def summary(
             continue
         rows.append([f"plain scrape, wall ({r.source})", f"{r.plain.median * 1e3:.2f} ms"])
         rows.append([f"plain scrape, exporter CPU ({r.source})", f"{r.plain_cpu * 1e3:.1f} ms"])
+        ref = next((m for m in refs if m.volumes == volumes), None)
+        if r.source == "fake" and ref is not None:
+            rows.append(["C reference, CPU per round (fake)", f"{ref.cpu * 1e3:.1f} ms"])
+            rows.append(["exporter CPU / C reference (fake)", f"{r.plain_cpu / ref.cpu:.1f}x"])
         rows.append([f"Prometheus (OpenMetrics, gzip) scrape ({r.source})", f"{r.prometheus.median * 1e3:.2f} ms"])
         if top_base is not None:
             ratio = top_base.client_text.median / r.plain.median
             rows.append([f"generate_latest (text) / plain scrape ({r.source})", f"{ratio:.1f}x"])
+    for r in results:
+        if (r.volumes, r.bins) == (args.volumes[0], bins) and r.volumes != volumes:
+            rows.append([f"plain scrape, wall, {r.volumes} volume(s) ({r.source})", f"{r.plain.median * 1e3:.2f} ms"])
     for m in mem:
         how = f"{m.source}, {m.env or 'default malloc'}"
         rows.append([f"steady / peak RSS ({how})", f"{m.rss / MIB:.1f} / {m.hwm / MIB:.1f} MiB"])
@@ -231,11 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoding(args)
     with tempfile.TemporaryDirectory(prefix="ebs-bench-") as tmp:
         results = scrapes(args, Path(tmp))
+        refs = references(args, results, Path(tmp)) if "fake" in args.sources else []
         base = baselines(args, results)
         breakdown(args)
         mem = memory(args, Path(tmp))
     per_volume(args, results)
-    summary(args, results, base, mem)
+    summary(args, results, base, mem, refs)
     print(f"\nBenchmark run took {time.perf_counter() - started:.0f} s.")
     return 0
 

@@ -21,6 +21,19 @@ from .selection import Selector
 from .sources import HostSource, Source
 
 log = logging.getLogger("ebs_exporter")
+# glibc's malloc, unless the environment says otherwise: two arenas for the few threads, and a
+# scrape's large buffers (a 2 MB body) mapped on their own, so they go back to the system when
+# freed instead of staying in some thread's arena.
+MALLOC_ARENAS = 2
+MALLOC_MMAP_THRESHOLD = 256 * 1024
+
+
+def tune_malloc() -> None:
+    if not {"MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_"} & os.environ.keys():
+        from nvme_ebs._native import tune_malloc as tune
+
+        if not tune(MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD):
+            log.debug("the C library kept its own malloc settings")
 
 
 def make_source(args: argparse.Namespace) -> Source:
@@ -47,6 +60,7 @@ def _listen_error(host: str, port: int, e: OSError) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level, args.log_format)
+    tune_malloc()  # before the first thread starts
     log.info("privileges: %s", keep_only_sys_admin())  # first, while this is the only thread
     collector = Collector(make_source(args), Selector(args.device), device_timeout=args.timeout)
     app = App(collector, args.path, build_info(), buckets=args.latency_buckets)
