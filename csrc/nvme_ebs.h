@@ -136,6 +136,7 @@ struct nvme_ebs_volume_text {
 };
 
 struct nvme_ebs_family_text {
+    struct nvme_ebs_text header;  /* written first: the family's # HELP and # TYPE lines */
     int histogram;            /* 0: one line per volume, NAME{labels} value */
     int slot;                 /* histogram: which layout and offsets of a volume */
     struct nvme_ebs_text name;    /* scalar: the line's name and opening brace */
@@ -149,11 +150,12 @@ struct nvme_ebs_family_text {
 };
 
 /*
- * One family's lines for n volumes into out; returns the bytes the text takes. When that is
- * more than cap, out holds a truncated text: call again with a buffer that large.
+ * The families, each its header then its lines for the n volumes, into out; returns the bytes
+ * the text takes. When that is more than cap, out holds a truncated text: call again with a
+ * buffer that large.
  */
-size_t nvme_ebs_render_family(char *out, size_t cap, const struct nvme_ebs_family_text *family,
-                              const struct nvme_ebs_volume_text *volumes, size_t n);
+size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
+                                size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n);
 /*
  * glibc malloc for a long-running exporter: at most `arena_max` arenas, and blocks of
  * `mmap_threshold` bytes or more mapped on their own, so a large response goes back to the

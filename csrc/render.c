@@ -234,22 +234,27 @@ static void put_histogram(struct writer *w, const struct nvme_ebs_family_text *f
     put(w, "\n", 1);
 }
 
-size_t nvme_ebs_render_family(char *out, size_t cap, const struct nvme_ebs_family_text *family,
-                              const struct nvme_ebs_volume_text *volumes, size_t n)
+size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
+                                size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n)
 {
     struct writer w = {out, out + cap, 0};
-    size_t i;
+    size_t f, i;
 
-    for (i = 0; i < n; i++) {
-        if (family->histogram) {
-            put_histogram(&w, family, &volumes[i]);
-            continue;
+    for (f = 0; f < nfamilies; f++) {
+        const struct nvme_ebs_family_text *family = &families[f];
+
+        put_text(&w, family->header);
+        for (i = 0; i < n; i++) {
+            if (family->histogram) {
+                put_histogram(&w, family, &volumes[i]);
+                continue;
+            }
+            put_text(&w, family->name);
+            put_text(&w, volumes[i].labels);
+            put(&w, "} ", 2);
+            put_value(&w, family, field_u64(volumes[i].stats, family->value_offset));
+            put(&w, "\n", 1);
         }
-        put_text(&w, family->name);
-        put_text(&w, volumes[i].labels);
-        put(&w, "} ", 2);
-        put_value(&w, family, field_u64(volumes[i].stats, family->value_offset));
-        put(&w, "\n", 1);
     }
     return w.needed;
 }

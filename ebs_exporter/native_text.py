@@ -8,7 +8,8 @@ every volume's lines, reading the numbers straight from each page's `struct nvme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nvme_ebs import LatencyHistogram, PageKind
@@ -19,9 +20,12 @@ from . import metrics
 from .metrics import Family
 from .snapshot import VolumeSample
 
-# The text is written into buffers that need no zeroing.
+# The text is written into a buffer that needs no zeroing, kept from one scrape to the next
+# (a fresh 2 MB buffer costs its page faults every time); a scrape that finds it taken by
+# another one writes into a buffer of its own.
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
-_LINE_ROOM = 64  # a guess of the bytes per volume and family; a short buffer is grown and redone
+_scratch_lock = threading.Lock()
+_scratch: list[Any] = [_alloc("char[]", 1), 1]  # the buffer and its size
 
 
 def _text(keep: list[object], data: bytes) -> Any:
@@ -41,10 +45,11 @@ def _scale_digits(scale: int) -> int:
 class FamilyText:
     """One page family's names for one page kind, as the C renderer takes them."""
 
-    def __init__(self, family: Family, kind: PageKind, slot: int = 0) -> None:
+    def __init__(self, family: Family, kind: PageKind, header: bytes, slot: int = 0) -> None:
         self.keep: list[object] = []
         self.struct = ffi.new("struct nvme_ebs_family_text *")
         s = self.struct
+        s.header = _text(self.keep, header)
         s.value_offset = stats_offset(family.sum_field or family.field)
         if family.type == "histogram":
             name = family.full_name(kind)
@@ -58,7 +63,16 @@ class FamilyText:
             s.name = _text(self.keep, f"{family.exposed_name(kind)}{{".encode())
             s.scale_digits = -1 if family.scale == 1 else _scale_digits(family.scale)
         s.scale = family.scale
-        self.room = _LINE_ROOM
+
+
+class FamilyTexts:
+    """The page families of one page kind and format, in the order served."""
+
+    def __init__(self, texts: Sequence[FamilyText]) -> None:
+        self.texts = list(texts)  # keeps every text the array points into
+        self.array = ffi.new("struct nvme_ebs_family_text[]", len(self.texts))
+        for i, text in enumerate(self.texts):
+            self.array[i] = text.struct[0]
 
 
 class LayoutText:
@@ -108,13 +122,20 @@ def volumes(
     return out
 
 
-def render_family(family: FamilyText, vols: Any, n: int) -> bytes:
-    """Every volume's lines of one family."""
-    room = family.room * n
-    buf = _alloc("char[]", room)
-    needed = lib.nvme_ebs_render_family(buf, room, family.struct, vols, n)
-    if needed > room:  # the first scrape, or longer labels: size the buffer and write again
-        family.room = needed // max(n, 1) + _LINE_ROOM
-        buf = _alloc("char[]", needed)
-        lib.nvme_ebs_render_family(buf, needed, family.struct, vols, n)
-    return ffi.buffer(buf, needed)[:]  # type: ignore[no-any-return]
+def write(emit: Callable[[Any], object], families: FamilyTexts, vols: Any, n: int) -> None:
+    """Hands every family's text, for every volume, to `emit` at once; `emit` must copy it
+    (BytesIO.write) before it returns: the buffer is written over by the next scrape."""
+    own = _scratch_lock.acquire(blocking=False)
+    try:
+        buf, room = _scratch if own else (_alloc("char[]", 1), 1)
+        needed = lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
+        if needed > room:  # the first scrape, or more volumes: a buffer that large, and again
+            room = needed + needed // 8
+            buf = _alloc("char[]", room)
+            lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
+            if own:
+                _scratch[:] = [buf, room]
+        emit(ffi.buffer(buf, needed))
+    finally:
+        if own:
+            _scratch_lock.release()

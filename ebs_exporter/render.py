@@ -12,6 +12,7 @@ prometheus_client, and the parity test holds the two to the same output.
 
 from __future__ import annotations
 
+import io
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
@@ -101,7 +102,7 @@ class Renderer:
         self.buckets = buckets
         # The C renderer writes the page families of pages that carry their decoded struct.
         self.native = native
-        self._family_texts: dict[tuple[PageKind, str], native_text.FamilyText] = {}
+        self._native_families: dict[tuple[PageKind, bool], native_text.FamilyTexts] = {}
         self._layout_texts: dict[tuple[int, ...], native_text.LayoutText] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
@@ -112,8 +113,9 @@ class Renderer:
     def write(
         self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
     ) -> None:
-        """Hands the exporter's own families to `emit`, encoded, in blocks of a few kB (a histogram,
-        a family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
+        """Hands the exporter's own families to `emit`, encoded, in blocks (a family, or all the
+        page families of a kind at once): `BytesIO.write`, which copies each before the next is
+        written, builds the body without a second copy of it."""
         texts = [self._volume_text(s.state) for s in snapshot.samples]
         for kind in PageKind:
             chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
@@ -137,9 +139,9 @@ class Renderer:
 
     def render(self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
         """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
-        out: list[bytes] = []
-        self.write(out.append, snapshot, openmetrics, build)
-        return b"".join(out).decode()
+        out = io.BytesIO()
+        self.write(out.write, snapshot, openmetrics, build)
+        return out.getvalue().decode()
 
     def _volume_text(self, state: VolumeState) -> _VolumeText:
         text = self._volumes.get(state)
@@ -172,14 +174,20 @@ class Renderer:
         keep: list[object] = []
         labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
         vols = native_text.volumes(labelled, self._native_layout, keep)
-        for family in metrics.PAGE_FAMILIES:
-            summary = family.type == "histogram" and self.buckets.as_summary
-            _header(emit, family, openmetrics, kind, "summary" if summary else "")
-            text = self._family_texts.get((kind, family.name))
-            if text is None:
+        native_text.write(emit, self._family_texts(kind, openmetrics), vols, len(labelled))
+
+    def _family_texts(self, kind: PageKind, openmetrics: bool) -> native_text.FamilyTexts:
+        texts = self._native_families.get((kind, openmetrics))
+        if texts is None:
+            made = []
+            for family in metrics.PAGE_FAMILIES:
+                header: list[bytes] = []
+                summary = family.type == "histogram" and self.buckets.as_summary
+                _header(header.append, family, openmetrics, kind, "summary" if summary else "")
                 slot = metrics.HISTOGRAMS.index(family) if family in metrics.HISTOGRAMS else 0
-                text = self._family_texts[(kind, family.name)] = native_text.FamilyText(family, kind, slot)
-            emit(native_text.render_family(text, vols, len(labelled)))
+                made.append(native_text.FamilyText(family, kind, b"".join(header), slot))
+            texts = self._native_families[(kind, openmetrics)] = native_text.FamilyTexts(made)
+        return texts
 
     @staticmethod
     def _native_labels(text: _VolumeText) -> native_text.VolumeLabels:

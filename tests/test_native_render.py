@@ -24,8 +24,8 @@ U64 = (1 << 64) - 1
 def _both(snapshot: Snapshot, buckets: LatencyBuckets, openmetrics: bool, monkeypatch: pytest.MonkeyPatch) -> str:
     """The C renderer's text, checked to be the Python renderer's; the C renderer must have run."""
     calls = []
-    real = native_text.render_family
-    monkeypatch.setattr(native_text, "render_family", lambda *a: calls.append(1) or real(*a))
+    real = native_text.write
+    monkeypatch.setattr(native_text, "write", lambda *a: calls.append(1) or real(*a))
     native = Renderer(buckets).render(snapshot, openmetrics, BUILD)
     assert calls, "the C renderer did not run"
     python = Renderer(buckets, native=False).render(snapshot, openmetrics, BUILD)
@@ -93,5 +93,5 @@ def test_a_page_built_in_python_is_rendered_by_python(monkeypatch: pytest.Monkey
     assert sample.stats.decoded is not None
     # An EbsStats made by hand has no decoded struct: its lines are Python's.
     bare = Snapshot([replace(sample, stats=replace(sample.stats, decoded=None))], [], {}, 0.0)
-    monkeypatch.setattr(native_text, "render_family", None)
+    monkeypatch.setattr(native_text, "write", None)
     assert 'ebs_read_ops_total{volume_id="vol-0cccccccccccccccc"' in Renderer().render(bare)
