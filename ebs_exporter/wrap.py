@@ -28,9 +28,11 @@ class WrapCounter:
 
     def update(self, hist: LatencyHistogram) -> list[int]:
         counts = hist.counts
-        bounds = (hist.lower_us, hist.upper_us)
-        if bounds != self.bounds:  # first read, or the bins changed: start from the page
-            self.bounds = bounds
+        last = self.bounds
+        # The decoder hands out the same edge tuples while a device's bins stay the same.
+        same = last is not None and hist.upper_us is last[1] and hist.lower_us is last[0]
+        if not same and (hist.lower_us, hist.upper_us) != last:  # first read, or the bins changed
+            self.bounds = (hist.lower_us, hist.upper_us)
             self.offsets = None
             self.raw = counts
             self.totals = list(counts)
