@@ -194,7 +194,9 @@ class Renderer:
         labels = text.native = native_text.VolumeLabels(text.labels)
         return labels
 
-    def _native_layout(self, labels: native_text.VolumeLabels, slot: int, hist: LatencyHistogram) -> native_text.LayoutText:
+    def _native_layout(
+        self, labels: native_text.VolumeLabels, slot: int, hist: LatencyHistogram
+    ) -> native_text.LayoutText:
         cached = labels.layouts[slot]
         if cached is not None and (cached.bounds is hist.upper_us or cached.bounds == hist.upper_us):
             return cached
