@@ -70,9 +70,7 @@ def _histogram(hist: Any, raw: Any, offset: int) -> LatencyHistogram:
 
 
 # _stats passes EbsStats' fields by position: make a reordering of the dataclass fail loudly.
-_STATS_FIELDS = (
-    "kind", "version", *COUNTER_FIELDS, "read_io_latency_histogram", "write_io_latency_histogram", "decoded",
-)  # fmt: skip
+_STATS_FIELDS = ("kind", "version", *COUNTER_FIELDS, "read_io_latency_histogram", "write_io_latency_histogram")
 if tuple(f.name for f in dataclasses.fields(EbsStats)) != _STATS_FIELDS:
     raise ImportError("nvme_ebs._native is out of step with the fields of EbsStats")
 
@@ -81,7 +79,7 @@ def _stats(out: Any) -> EbsStats:
     """`out` must come from ffi.new (zero-filled): the bounds cache keys on the unused bins too."""
     raw = ffi.buffer(out)
     # Positional, in EbsStats' field order: keywords cost more than the rest of the call.
-    return EbsStats(
+    stats = EbsStats(
         _PAGE_KINDS[out.kind],
         out.version,
         out.total_read_ops,
@@ -97,8 +95,9 @@ def _stats(out: Any) -> EbsStats:
         out.volume_queue_length,
         _histogram(out.read_hist, raw, _HIST_OFFSETS[0]),
         _histogram(out.write_hist, raw, _HIST_OFFSETS[1]),
-        out,
     )
+    object.__setattr__(stats, "decoded", out)  # frozen: set as the dataclass's own __init__ does
+    return stats
 
 
 # EbsStats fields that struct nvme_ebs_stats spells otherwise.

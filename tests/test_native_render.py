@@ -92,6 +92,24 @@ def test_a_page_built_in_python_is_rendered_by_python(monkeypatch: pytest.Monkey
     sample = Collector(source).collect().samples[0]
     assert sample.stats.decoded is not None
     # An EbsStats made by hand has no decoded struct: its lines are Python's.
-    bare = Snapshot([replace(sample, stats=replace(sample.stats, decoded=None))], [], {}, 0.0)
+    copied = replace(sample.stats)
+    assert copied == sample.stats and copied.decoded is None
+    bare = Snapshot([replace(sample, stats=copied)], [], {}, 0.0)
     monkeypatch.setattr(native_text, "write", None)
     assert 'ebs_read_ops_total{volume_id="vol-0cccccccccccccccc"' in Renderer().render(bare)
+
+
+def test_the_exporter_sets_malloc_unless_the_environment_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ebs_exporter import main
+    from nvme_ebs import _native
+
+    assert _native.tune_malloc(main.MALLOC_ARENAS, main.MALLOC_MMAP_THRESHOLD)  # glibc took both
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(_native, "tune_malloc", lambda *a: asked.append(a) or True)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    main.tune_malloc()
+    assert asked == [(2, 256 * 1024)]
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")  # the operator's choice stands
+    main.tune_malloc()
+    assert len(asked) == 1
