@@ -8,7 +8,6 @@ every volume's lines, reading the numbers straight from each page's `struct nvme
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,12 +19,9 @@ from . import metrics
 from .metrics import Family
 from .snapshot import VolumeSample
 
-# The text is written into a buffer that needs no zeroing, kept from one scrape to the next
-# (a fresh 2 MB buffer costs its page faults every time); a scrape that finds it taken by
-# another one writes into a buffer of its own.
+# The text is written into a buffer that needs no zeroing, sized after the last scrape's text
+# (kept, the buffer itself would stay resident between scrapes: 2 MB at 128 volumes).
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
-_scratch_lock = threading.Lock()
-_scratch: list[Any] = [_alloc("char[]", 1), 1]  # the buffer and its size
 
 
 def _text(keep: list[object], data: bytes) -> Any:
@@ -71,6 +67,7 @@ class FamilyTexts:
     def __init__(self, texts: Sequence[FamilyText]) -> None:
         self.texts = list(texts)  # keeps every text the array points into
         self.array = ffi.new("struct nvme_ebs_family_text[]", len(self.texts))
+        self.room = 1  # bytes of the buffer the next text is written into
         for i, text in enumerate(self.texts):
             self.array[i] = text.struct[0]
 
@@ -124,18 +121,12 @@ def volumes(
 
 def write(emit: Callable[[Any], object], families: FamilyTexts, vols: Any, n: int) -> None:
     """Hands every family's text, for every volume, to `emit` at once; `emit` must copy it
-    (BytesIO.write) before it returns: the buffer is written over by the next scrape."""
-    own = _scratch_lock.acquire(blocking=False)
-    try:
-        buf, room = _scratch if own else (_alloc("char[]", 1), 1)
-        needed = lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
-        if needed > room:  # the first scrape, or more volumes: a buffer that large, and again
-            room = needed + needed // 8
-            buf = _alloc("char[]", room)
-            lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
-            if own:
-                _scratch[:] = [buf, room]
-        emit(ffi.buffer(buf, needed))
-    finally:
-        if own:
-            _scratch_lock.release()
+    (BytesIO.write) before it returns."""
+    room = families.room
+    buf = _alloc("char[]", room)
+    needed = lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
+    if needed > room:  # the first scrape, or more volumes: a buffer that large, and again
+        room = families.room = needed + needed // 8
+        buf = _alloc("char[]", room)
+        lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
+    emit(ffi.buffer(buf, needed))
