@@ -13,7 +13,9 @@
  *
  * Checks: the text is written within the buffer at every capacity tried (exact, one short,
  * half), the size reported is the same whatever the capacity, a short buffer holds a prefix
- * of the full text, and every number it writes reads back as the value it stands for.
+ * of the full text, and every number it writes reads back as the value it stands for. The
+ * same page against itself with its counts reversed goes through nvme_ebs_unwrap, checked
+ * bin by bin.
  */
 #include <math.h>
 #include <stdint.h>
@@ -179,5 +181,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(part);
     }
     free(full);
+
+    {
+        struct nvme_ebs_stats before = stats;
+        uint64_t added[NVME_EBS_MAX_BINS] = {0};
+        size_t bins = stats.read_hist.num_bins <= NVME_EBS_MAX_BINS ? (size_t)stats.read_hist.num_bins : 64;
+        int wrapped = 0, rc;
+
+        for (i = 0; i < NVME_EBS_MAX_BINS; i++)
+            before.read_hist.count[i] = stats.read_hist.count[NVME_EBS_MAX_BINS - 1 - i];
+        rc = nvme_ebs_unwrap(&stats, &before, offsetof(struct nvme_ebs_stats, read_hist), added);
+        for (i = 0; i < NVME_EBS_MAX_BINS; i++) {
+            int down = i < bins && stats.read_hist.count[i] < before.read_hist.count[i];
+
+            REQUIRE(added[i] == (down ? (uint64_t)1 << 32 : 0));
+            wrapped |= down;
+        }
+        REQUIRE(rc == wrapped);
+        before.read_hist.upper_us[0] ^= 1; /* other bins: nothing is added */
+        memset(added, 0, sizeof(added));
+        rc = nvme_ebs_unwrap(&stats, &before, offsetof(struct nvme_ebs_stats, read_hist), added);
+        REQUIRE(rc == (bins ? 2 : wrapped));
+    }
     return 0;
 }
