@@ -33,7 +33,7 @@ from measure import linear_fit, machine_details
 from ebs_exporter import app
 
 MIB = 1 << 20
-# Without these, glibc keeps freed response-sized buffers in each thread's arena for reuse.
+# The values the exporter sets by itself, given in the environment instead (it then leaves malloc alone).
 GLIBC_TUNED = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 
@@ -171,8 +171,9 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[scrape.MemoryResult]
         f"5. Memory after {args.scrapes:,} scrapes, and start-up time",
         "Scrapes alternate plain and Prometheus's headers. Start-up: from spawning the process to its",
         "first successful scrape. Steady RSS = VmRSS at the end, peak = VmHWM (/proc/PID/status).",
-        "Second half: the same with glibc's malloc told to keep fewer arenas and to give large buffers",
-        "(the 2 MB response) back at once, as the container image can set in its environment.",
+        "`default`: nothing in the environment, so the exporter sets glibc's malloc itself at start (2",
+        "arenas, blocks from 256 KiB mapped on their own); second half: the same values given in the",
+        "environment, which the exporter then leaves to glibc.",
     )
     results = [
         scrape.memory_one(s, volumes, bins, args.scrapes, workdir, env)

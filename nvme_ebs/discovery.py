@@ -155,20 +155,18 @@ class Discovery:
                 entry = None
             else:
                 entry = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
-            listing = _listing(cdir)
             last = self._known.get(controller)
-            if (
-                last is not None
-                and last.entry == entry
-                and last.listing == listing
-                and _read_attr(cdir, "serial") == last.device.serial  # a name reused is a new serial
-            ):
-                known[controller] = last
-                devices.append(last.device)
+            # The same directory as last time (so one found inside sysfs then): listed right away.
+            if last is not None and last.entry == entry:
+                listing = _listing(cdir)
+                if listing == last.listing and _read_attr(cdir, "serial") == last.device.serial:
+                    known[controller] = last  # a name reused is a new serial, read again below
+                    devices.append(last.device)
+                    continue
+            if not inside(cdir):
                 continue
-            device = self._read(cdir, controller, listing, inside, subsystems)
-            if device is None:
-                continue
+            listing = _listing(cdir)
+            device = self._read(cdir, controller, listing, subsystems)
             devices.append(device)
             if entry is not None and device.namespaces == tuple(_matching(listing, _NAMESPACE)):
                 known[controller] = _Known(entry, listing, device)  # multipath heads are listed elsewhere
@@ -180,11 +178,8 @@ class Discovery:
         cdir: str,
         controller: str,
         listing: list[str],
-        inside: Callable[[str], bool],
         subsystems: Callable[[], dict[str, str]],
-    ) -> NvmeController | None:
-        if not inside(cdir):
-            return None
+    ) -> NvmeController:
         model = _read_attr(cdir, "model")
         namespaces = tuple(_namespaces(listing, controller, subsystems))
         return NvmeController(
