@@ -89,7 +89,7 @@ def run(volumes: int, bins: int, repeats: int) -> list[Step]:
 
     def render(openmetrics: bool) -> bytes:
         out = io.BytesIO()
-        renderer.write(out.write, snapshot, openmetrics, build_info())
+        renderer.write(out, snapshot, openmetrics, build_info())
         return out.getvalue()
 
     step("render text format", lambda: render(False))

@@ -8,7 +8,8 @@ every volume's lines, reading the numbers straight from each page's `struct nvme
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
+from collections.abc import Sequence
 from typing import Any
 
 from nvme_ebs import LatencyHistogram, PageKind
@@ -18,10 +19,6 @@ from nvme_ebs._nvme_ebs_c import ffi, lib
 from . import metrics
 from .metrics import Family
 from .snapshot import VolumeSample
-
-# The text is written into a buffer that needs no zeroing, sized after the last scrape's text
-# (kept, the buffer itself would stay resident between scrapes: 2 MB at 128 volumes).
-_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _text(keep: list[object], data: bytes) -> Any:
@@ -119,14 +116,20 @@ def volumes(
     return out
 
 
-def write(emit: Callable[[Any], object], families: FamilyTexts, vols: Any, n: int) -> None:
-    """Hands every family's text, for every volume, to `emit` at once; `emit` must copy it
-    (BytesIO.write) before it returns."""
+def write(out: io.BytesIO, families: FamilyTexts, vols: Any, n: int) -> None:
+    """Appends every family's text, for every volume, to `out`, written in place: the buffer
+    is grown to the size the last text took (plus room), written into, and cut to the text."""
+    start = out.seek(0, io.SEEK_END)
     room = families.room
-    buf = _alloc("char[]", room)
-    needed = lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
-    if needed > room:  # the first scrape, or more volumes: a buffer that large, and again
-        room = families.room = needed + needed // 8
-        buf = _alloc("char[]", room)
-        lib.nvme_ebs_render_families(buf, room, families.array, len(families.texts), vols, n)
-    emit(ffi.buffer(buf, needed))
+    while True:
+        out.seek(start + room - 1)
+        out.write(b"\0")  # grows the buffer
+        with out.getbuffer() as view:
+            target = ffi.from_buffer(view, require_writable=True) + start
+            needed = lib.nvme_ebs_render_families(target, room, families.array, len(families.texts), vols, n)
+            del target
+        if needed <= room:
+            break
+        room = families.room = needed + needed // 8  # the first scrape, or more volumes: again
+    out.truncate(start + needed)
+    out.seek(start + needed)

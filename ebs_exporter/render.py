@@ -111,16 +111,16 @@ class Renderer:
         self._error_text: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
 
     def write(
-        self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
+        self, out: io.BytesIO, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
     ) -> None:
-        """Hands the exporter's own families to `emit`, encoded, in blocks (a family, or all the
-        page families of a kind at once): `BytesIO.write`, which copies each before the next is
-        written, builds the body without a second copy of it."""
+        """Appends the exporter's own families to `out`, encoded: the C renderer writes the page
+        families straight into its buffer, the rest goes in blocks of a few kB."""
+        emit = out.write
         texts = [self._volume_text(s.state) for s in snapshot.samples]
         for kind in PageKind:
             chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
             if chosen:
-                self._page_families(emit, kind, chosen, openmetrics)
+                self._page_families(out, kind, chosen, openmetrics)
         if snapshot.samples:
             _header(emit, metrics.VOLUME_INFO, openmetrics)
             emit(b"".join([self._info_line(s.state, t) for s, t in zip(snapshot.samples, texts)]))
@@ -140,7 +140,7 @@ class Renderer:
     def render(self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
         """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
         out = io.BytesIO()
-        self.write(out.write, snapshot, openmetrics, build)
+        self.write(out, snapshot, openmetrics, build)
         return out.getvalue().decode()
 
     def _volume_text(self, state: VolumeState) -> _VolumeText:
@@ -150,11 +150,12 @@ class Renderer:
         return text
 
     def _page_families(
-        self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
     ) -> None:
         if self.native and all(s.stats.decoded is not None for s, _ in chosen):
-            self._native_page_families(emit, kind, chosen, openmetrics)
+            self._native_page_families(out, kind, chosen, openmetrics)
             return
+        emit = out.write
         for family in metrics.SCALARS:
             _header(emit, family, openmetrics, kind)
             head = family.exposed_name(kind) + "{"
@@ -169,12 +170,12 @@ class Renderer:
             self._histogram(emit, family, family.full_name(kind), chosen)
 
     def _native_page_families(
-        self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
     ) -> None:
         keep: list[object] = []
         labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
         vols = native_text.volumes(labelled, self._native_layout, keep)
-        native_text.write(emit, self._family_texts(kind, openmetrics), vols, len(labelled))
+        native_text.write(out, self._family_texts(kind, openmetrics), vols, len(labelled))
 
     def _family_texts(self, kind: PageKind, openmetrics: bool) -> native_text.FamilyTexts:
         texts = self._native_families.get((kind, openmetrics))
