@@ -113,3 +113,18 @@ def test_the_exporter_sets_malloc_unless_the_environment_does(monkeypatch: pytes
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")  # the operator's choice stands
     main.tune_malloc()
     assert len(asked) == 1
+
+
+def test_the_exporter_keeps_what_it_loaded_out_of_the_collectors_sight() -> None:
+    import gc
+
+    from ebs_exporter import main
+
+    before = gc.get_threshold()
+    try:
+        main.tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (main.GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
