@@ -2,8 +2,9 @@
  * The yardstick of `make bench`: a plain C program doing a scrape's work without Python.
  * Per round: sysfs discovery (list class/nvme, read model, serial and firmware_rev, list the
  * namespaces), per EBS controller open/ioctl/close and decode (csrc/nvme_ebs.c), then the
- * text of the page families into one buffer (bucket edges formatted once per histogram). Prints the rounds' median wall
- * and the CPU time per round (getrusage), in seconds, and the bytes of one text.
+ * text of the page families into one buffer (bucket edges formatted once per histogram).
+ * Prints the bytes of one text, and in seconds the rounds' median wall, the CPU time per
+ * round (getrusage) and the wall time per round of discovery and reads alone (io).
  *
  *     reference SYSFS DEV ROUNDS
  */

@@ -1,9 +1,10 @@
 """The page families' lines written by the C renderer (csrc/render.c) from the decoded structs.
 
 Everything but the numbers comes from metrics.py's table, prepared here once: a family's line
-names, a volume's labels, a bin layout's `le` texts. Per scrape, one C call per family writes
-every volume's lines, reading the numbers straight from each page's `struct nvme_ebs_stats`
-(EbsStats.decoded). render.py's Python lines are the reference it is held to, byte for byte.
+names and headers, a volume's labels, a bin layout's `le` texts. Per scrape, one C call writes
+every page family of a page kind, for every volume, into the body's own buffer, reading the
+numbers straight from each page's `struct nvme_ebs_stats` (EbsStats.decoded). render.py's
+Python lines are the reference it is held to, byte for byte (tests/test_native_render.py).
 """
 
 from __future__ import annotations
