@@ -42,6 +42,7 @@ class ReadScheduler:
         self._pool = ThreadPoolExecutor(max_workers=workers * 4, thread_name_prefix="ebs-read")
         self._busy: set[int] = set()  # ids of items whose read is in flight (maybe hung)
         self._busy_lock = threading.Lock()
+        self._warm = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -62,8 +63,13 @@ class ReadScheduler:
         if not parallel:  # reads that hold the GIL (the simulator): threads only add overhead
             self._drain(rnd)
             return rnd.results
-        self._pool.submit(self._drain, rnd)
-        idle = min(self.workers, len(ready)) - 1  # workers that may still join
+        # The first round starts every worker it may use, so that the pool has its threads from
+        # the start: a later slow round wakes them, it does not grow the process.
+        first = 1 if self._warm else min(self.workers, len(ready))
+        self._warm = True
+        for _ in range(first):
+            self._pool.submit(self._drain, rnd)
+        idle = min(self.workers, len(ready)) - first  # workers that may still join
         deadline = time.monotonic() + self.timeout
         with rnd.done:
             while rnd.pending:
