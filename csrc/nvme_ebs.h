@@ -157,13 +157,12 @@ struct nvme_ebs_family_text {
 size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
                                 size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n);
 /*
- * A histogram's 32-bit counts made monotonic: compares the histogram at `histogram_offset` in
- * `now` with the same one in `before` (the previous read). Returns 2 when the bins differ
- * (nothing is changed: start over), else adds 2^32 to offsets[i] for each bin whose count went
- * down (it wrapped) and returns 1 if one did, 0 if none did.
+ * A histogram's 32-bit counts made monotonic: compares the counts of the histogram at
+ * `histogram_offset` in `now` with `last` (the previous read's, of the same bins: the caller
+ * compares the edges), adds 2^32 to offsets[i] for each bin whose count went down (it wrapped),
+ * and copies the counts into `last`. Returns 1 if a bin wrapped, else 0.
  */
-int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, const struct nvme_ebs_stats *before, size_t histogram_offset,
-                    uint64_t *offsets);
+int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, size_t histogram_offset, uint32_t *last, uint64_t *offsets);
 
 /*
  * glibc malloc for a long-running exporter: at most `arena_max` arenas, and blocks of

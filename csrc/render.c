@@ -260,22 +260,18 @@ size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_fam
     return w.needed;
 }
 
-int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, const struct nvme_ebs_stats *before, size_t histogram_offset,
-                    uint64_t *offsets)
+int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, size_t histogram_offset, uint32_t *last, uint64_t *offsets)
 {
-    const struct nvme_ebs_histogram *a = (const void *)((const char *)now + histogram_offset);
-    const struct nvme_ebs_histogram *b = (const void *)((const char *)before + histogram_offset);
-    size_t i, n = a->num_bins <= NVME_EBS_MAX_BINS ? (size_t)a->num_bins : NVME_EBS_MAX_BINS;
+    const struct nvme_ebs_histogram *h = (const void *)((const char *)now + histogram_offset);
+    size_t i, n = h->num_bins <= NVME_EBS_MAX_BINS ? (size_t)h->num_bins : NVME_EBS_MAX_BINS;
     int wrapped = 0;
 
-    if (a->num_bins != b->num_bins || memcmp(a->lower_us, b->lower_us, n * sizeof(uint64_t)) != 0 ||
-        memcmp(a->upper_us, b->upper_us, n * sizeof(uint64_t)) != 0)
-        return 2;
     for (i = 0; i < n; i++) {
-        if (a->count[i] < b->count[i]) {
+        if (h->count[i] < last[i]) {
             offsets[i] += (uint64_t)1 << 32;
             wrapped = 1;
         }
+        last[i] = h->count[i];
     }
     return wrapped;
 }

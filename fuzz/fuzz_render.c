@@ -14,8 +14,8 @@
  * Checks: the text is written within the buffer at every capacity tried (exact, one short,
  * half), the size reported is the same whatever the capacity, a short buffer holds a prefix
  * of the full text, and every number it writes reads back as the value it stands for. The
- * same page against itself with its counts reversed goes through nvme_ebs_unwrap, checked
- * bin by bin.
+ * page's counts against the same counts reversed go through nvme_ebs_unwrap, checked bin by
+ * bin.
  */
 #include <math.h>
 #include <stdint.h>
@@ -183,25 +183,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(full);
 
     {
-        struct nvme_ebs_stats before = stats;
+        uint32_t last[NVME_EBS_MAX_BINS];
         uint64_t added[NVME_EBS_MAX_BINS] = {0};
         size_t bins = stats.read_hist.num_bins <= NVME_EBS_MAX_BINS ? (size_t)stats.read_hist.num_bins : 64;
         int wrapped = 0, rc;
 
         for (i = 0; i < NVME_EBS_MAX_BINS; i++)
-            before.read_hist.count[i] = stats.read_hist.count[NVME_EBS_MAX_BINS - 1 - i];
-        rc = nvme_ebs_unwrap(&stats, &before, offsetof(struct nvme_ebs_stats, read_hist), added);
+            last[i] = stats.read_hist.count[NVME_EBS_MAX_BINS - 1 - i];
+        rc = nvme_ebs_unwrap(&stats, offsetof(struct nvme_ebs_stats, read_hist), last, added);
         for (i = 0; i < NVME_EBS_MAX_BINS; i++) {
-            int down = i < bins && stats.read_hist.count[i] < before.read_hist.count[i];
+            uint32_t before = stats.read_hist.count[NVME_EBS_MAX_BINS - 1 - i];
+            int down = i < bins && stats.read_hist.count[i] < before;
 
             REQUIRE(added[i] == (down ? (uint64_t)1 << 32 : 0));
+            REQUIRE(last[i] == (i < bins ? stats.read_hist.count[i] : before)); /* the page's counts, kept */
             wrapped |= down;
         }
         REQUIRE(rc == wrapped);
-        before.read_hist.upper_us[0] ^= 1; /* other bins: nothing is added */
-        memset(added, 0, sizeof(added));
-        rc = nvme_ebs_unwrap(&stats, &before, offsetof(struct nvme_ebs_stats, read_hist), added);
-        REQUIRE(rc == (bins ? 2 : wrapped));
     }
     return 0;
 }

@@ -59,7 +59,7 @@ COMMAND_FUNCTIONS = {"nvme_ebs_identify", "nvme_ebs_get_stats_page", "nvme_ebs_r
 DECODERS = {"nvme_ebs_decode_stats", "nvme_ebs_decode_identity"}
 # The kernel's timeout for the two commands, and malloc's parameters of the process: nothing else.
 SETTINGS = {"nvme_ebs_set_timeout_ms", "nvme_ebs_tune_malloc"}
-# Text from decoded pages, and two decoded pages compared: no device, no file.
+# Text from decoded pages, and a decoded page's counts compared with the last: no device, no file.
 RENDERER = {"nvme_ebs_render_families", "nvme_ebs_unwrap"}
 EXPORTER_TIMEOUT_MS = 2500  # the test's --device.kernel-timeout (off by default), passed to the kernel
 # What the shared object may import besides the Python C API: the calls of one open, fstat,
