@@ -75,13 +75,10 @@ LABEL org.opencontainers.image.title="ebs-metrics-exporter" \
       io.openshift.expose-services="8090:metrics"
 # readOnlyRootFilesystem in the DaemonSet: Python must not try to write .pyc
 # files (pip compiled them at install time).
-# The malloc settings keep the steady RSS near 31 MiB instead of about 40 (glibc would
-# otherwise keep each freed 2 MB response buffer in a per-thread arena): README, Performance.
+# The exporter sets its own malloc parameters at start (README, How it works: Memory).
 ENV PATH=/opt/ebs-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=262144
+    PYTHONUNBUFFERED=1
 # Root on purpose (the device nodes are root-owned and the ioctl needs
 # CAP_SYS_ADMIN): SECURITY.md. The DaemonSet sets runAsUser: 0 itself; this
 # says the same to anyone running the image elsewhere.

@@ -23,7 +23,7 @@ NEEDED_COMMANDS := cc promtool prometheus qemu-system-x86_64 busybox cpio depmod
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml setup.py csrc/nvme_ebs.c csrc/nvme_ebs.h csrc/build_ffi.py
+$(VENV)/.installed: pyproject.toml setup.py csrc/nvme_ebs.c csrc/render.c csrc/nvme_ebs.h csrc/build_ffi.py
 	@$(MAKE) -s deps-build
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -73,7 +73,7 @@ lint: venv ## ruff, mypy --strict and the C compiler's warnings
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	cc -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -fsyntax-only csrc/nvme_ebs.c
+	cc -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -fsyntax-only csrc/nvme_ebs.c csrc/render.c
 
 demo: venv ## serve 3 simulated volumes on :8090 (no EBS needed)
 	$(VENV)/bin/ebs-exporter --simulate 3

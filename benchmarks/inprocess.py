@@ -8,6 +8,7 @@ without the cost of a device or of the simulator, which are shown on their own r
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,9 +88,9 @@ def run(volumes: int, bins: int, repeats: int) -> list[Step]:
     renderer = Renderer()
 
     def render(openmetrics: bool) -> bytes:
-        out: list[bytes] = []
-        renderer.write(out.append, snapshot, openmetrics, build_info())
-        return b"".join(out)
+        out = io.BytesIO()
+        renderer.write(out, snapshot, openmetrics, build_info())
+        return out.getvalue()
 
     step("render text format", lambda: render(False))
     step("render OpenMetrics", lambda: render(True))

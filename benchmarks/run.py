@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick   # every section once over, in seconds (CI)
 
 Sections: (1) decoding one page three ways, (2) full scrapes over HTTP of the exporter process,
-through the fake NVMe controller and through --simulate, (3) prometheus_client's generate_latest
+through the fake NVMe controller and through --simulate, (2b) the C reference program doing the
+same work through the same fake controller, (3) prometheus_client's generate_latest
 of the same families as the baseline, (4) where the time of one scrape goes, (5) RSS after many
 scrapes and start-up time, (6) the cost per volume from a linear fit. Times are medians over
 repeats with (min-max) beside them. Benchmarks are not tests: nothing here fails on a slow
@@ -25,13 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baseline
 import decode
 import inprocess
+import reference
 import scrape
 from measure import linear_fit, machine_details
 
 from ebs_exporter import app
 
 MIB = 1 << 20
-# Without these, glibc keeps freed response-sized buffers in each thread's arena for reuse.
+# The values the exporter sets by itself, given in the environment instead (it then leaves malloc alone).
 GLIBC_TUNED = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 
@@ -103,6 +105,28 @@ def scrapes(args: argparse.Namespace, workdir: Path) -> list[scrape.ScrapeResult
     return results
 
 
+def references(
+    args: argparse.Namespace, results: list[scrape.ScrapeResult], workdir: Path
+) -> list[reference.ReferenceResult]:
+    bins = args.bins[-1]
+    section(
+        f"2b. The C reference: benchmarks/reference.c, {bins}-bin histograms (ms)",
+        "A plain C program doing a scrape's work through the same fake controller, without HTTP:",
+        "sysfs discovery, open/ioctl/close and decode per volume, the page families' text. Wall: the",
+        "median round; CPU: per round (getrusage). `exporter / C`: the exporter's CPU per plain scrape",
+        "(section 2, fake) over the reference's.",
+    )
+    rounds = 20 if args.quick else 400
+    measured = [reference.run_one(v, bins, rounds, workdir) for v in args.volumes]
+    cpu = {r.volumes: r.plain_cpu for r in results if r.source == "fake" and r.bins == bins}
+    rows = []
+    for m in measured:
+        ratio = f"{cpu[m.volumes] / m.cpu:.1f}x" if cpu.get(m.volumes) else "-"
+        rows.append([m.volumes, f"{m.bytes:,}", f"{m.wall * 1e3:.2f}", f"{m.cpu * 1e3:.2f}", ratio])
+    table(["volumes", "bytes", "wall", "CPU", "exporter / C"], rows)
+    return measured
+
+
 def baselines(args: argparse.Namespace, results: list[scrape.ScrapeResult]) -> list[baseline.BaselineResult]:
     section(
         "3. Baseline: prometheus_client's generate_latest of the same families (ms, in-process)",
@@ -147,8 +171,9 @@ def memory(args: argparse.Namespace, workdir: Path) -> list[scrape.MemoryResult]
         f"5. Memory after {args.scrapes:,} scrapes, and start-up time",
         "Scrapes alternate plain and Prometheus's headers. Start-up: from spawning the process to its",
         "first successful scrape. Steady RSS = VmRSS at the end, peak = VmHWM (/proc/PID/status).",
-        "Second half: the same with glibc's malloc told to keep fewer arenas and to give large buffers",
-        "(the 2 MB response) back at once, as the container image can set in its environment.",
+        "`default`: nothing in the environment, so the exporter sets glibc's malloc itself at start (2",
+        "arenas, blocks from 256 KiB mapped on their own); second half: the same values given in the",
+        "environment, which the exporter then leaves to glibc.",
     )
     results = [
         scrape.memory_one(s, volumes, bins, args.scrapes, workdir, env)
@@ -196,6 +221,7 @@ def summary(
     results: list[scrape.ScrapeResult],
     base: list[baseline.BaselineResult],
     mem: list[scrape.MemoryResult],
+    refs: list[reference.ReferenceResult],
 ) -> None:
     """The largest configuration's figures from the sections above, gathered in one table."""
     volumes, bins = args.volumes[-1], args.bins[-1]
@@ -207,10 +233,17 @@ def summary(
             continue
         rows.append([f"plain scrape, wall ({r.source})", f"{r.plain.median * 1e3:.2f} ms"])
         rows.append([f"plain scrape, exporter CPU ({r.source})", f"{r.plain_cpu * 1e3:.1f} ms"])
+        ref = next((m for m in refs if m.volumes == volumes), None)
+        if r.source == "fake" and ref is not None:
+            rows.append(["C reference, CPU per round (fake)", f"{ref.cpu * 1e3:.1f} ms"])
+            rows.append(["exporter CPU / C reference (fake)", f"{r.plain_cpu / ref.cpu:.1f}x"])
         rows.append([f"Prometheus (OpenMetrics, gzip) scrape ({r.source})", f"{r.prometheus.median * 1e3:.2f} ms"])
         if top_base is not None:
             ratio = top_base.client_text.median / r.plain.median
             rows.append([f"generate_latest (text) / plain scrape ({r.source})", f"{ratio:.1f}x"])
+    for r in results:
+        if (r.volumes, r.bins) == (args.volumes[0], bins) and r.volumes != volumes:
+            rows.append([f"plain scrape, wall, {r.volumes} volume(s) ({r.source})", f"{r.plain.median * 1e3:.2f} ms"])
     for m in mem:
         how = f"{m.source}, {m.env or 'default malloc'}"
         rows.append([f"steady / peak RSS ({how})", f"{m.rss / MIB:.1f} / {m.hwm / MIB:.1f} MiB"])
@@ -231,11 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     decoding(args)
     with tempfile.TemporaryDirectory(prefix="ebs-bench-") as tmp:
         results = scrapes(args, Path(tmp))
+        refs = references(args, results, Path(tmp)) if "fake" in args.sources else []
         base = baselines(args, results)
         breakdown(args)
         mem = memory(args, Path(tmp))
     per_volume(args, results)
-    summary(args, results, base, mem)
+    summary(args, results, base, mem, refs)
     print(f"\nBenchmark run took {time.perf_counter() - started:.0f} s.")
     return 0
 

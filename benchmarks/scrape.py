@@ -80,6 +80,17 @@ class ExporterProcess(Exporter):
         return super().stop(sig, timeout)
 
 
+def fake_host(volumes: int, bins: int, workdir: Path, env: Mapping[str, str]) -> tuple[FakeHost, dict[str, str]]:
+    """A sysfs fixture with `volumes` simulated volumes behind the fake NVMe controller, and the
+    environment (LD_PRELOAD) a process needs to read them."""
+    host = FakeHost(Path(tempfile.mkdtemp(prefix=f"fake{volumes}x{bins}-", dir=workdir)))
+    for i in range(volumes):
+        volume = SimulatedVolume(i, bins)
+        host.attach(volume.controller, volume.serial, volume.read_page(SIMULATED_CLOCK_START), mapping=volume.mapping)
+    preload = str(build_preload(DEFAULT_BUILD_DIR).resolve())
+    return host, {**env, **host.fake.env(), "LD_PRELOAD": " ".join(filter(None, [env.get("LD_PRELOAD"), preload]))}
+
+
 @contextmanager
 def exporter_for(
     source: str, volumes: int, bins: int, workdir: Path, extra_env: Mapping[str, str] | None = None
@@ -89,14 +100,7 @@ def exporter_for(
     if source == "simulate":
         args = [f"--simulate={volumes}", f"--simulate.bins={bins}"]
     elif source == "fake":
-        host = FakeHost(Path(tempfile.mkdtemp(prefix=f"fake{volumes}x{bins}-", dir=workdir)))
-        for i in range(volumes):
-            volume = SimulatedVolume(i, bins)
-            host.attach(
-                volume.controller, volume.serial, volume.read_page(SIMULATED_CLOCK_START), mapping=volume.mapping
-            )
-        preload = str(build_preload(DEFAULT_BUILD_DIR).resolve())
-        env = {**env, **host.fake.env(), "LD_PRELOAD": " ".join(filter(None, [env.get("LD_PRELOAD"), preload]))}
+        host, env = fake_host(volumes, bins, workdir, env)
         args = host.args()
     else:
         raise ValueError(source)

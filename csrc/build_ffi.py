@@ -22,7 +22,7 @@ ffibuilder.cdef(cdef_from_header(HEADER.read_text()))
 ffibuilder.set_source(
     "nvme_ebs._nvme_ebs_c",
     '#include "nvme_ebs.h"',
-    sources=["csrc/nvme_ebs.c"],
+    sources=["csrc/nvme_ebs.c", "csrc/render.c"],
     include_dirs=["csrc"],
     extra_compile_args=["-O2", "-Wall", "-Wextra"],
 )

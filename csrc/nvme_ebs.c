@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/nvme_ioctl.h>
+#include <malloc.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -209,4 +210,9 @@ struct nvme_ebs_result nvme_ebs_read_stats(const char *path, uint8_t *page, stru
         return r;
     rc = nvme_ebs_decode_stats(page, NVME_EBS_PAGE_SIZE, out);
     return rc == NVME_EBS_OK ? r : result(NVME_EBS_RESULT_DECODE, rc);
+}
+
+int nvme_ebs_tune_malloc(int arena_max, int mmap_threshold)
+{
+    return mallopt(M_ARENA_MAX, arena_max) == 1 && mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1;
 }

@@ -111,6 +111,65 @@ struct nvme_ebs_result nvme_ebs_read_stats(const char *path, uint8_t *page, stru
  * kernel's own admin timeout.
  */
 void nvme_ebs_set_timeout_ms(uint32_t timeout_ms);
+/*
+ * Exposition text of decoded pages (render.c). Python prepares every name, label and `le`
+ * text from its metric table; the renderer writes them with the numbers of each page.
+ */
+struct nvme_ebs_text {
+    const char *ptr;
+    size_t len;
+};
+
+/* The buckets one histogram serves for one set of bin edges. */
+struct nvme_ebs_layout {
+    size_t buckets;                  /* finite edges served */
+    const uint32_t *index;           /* bin index of each, into the cumulative counts */
+    const struct nvme_ebs_text *le;  /* ',le="..."} ' of each, then of +Inf when inf is set */
+    int inf;
+};
+
+struct nvme_ebs_volume_text {
+    const struct nvme_ebs_stats *stats;
+    struct nvme_ebs_text labels;              /* the volume's labels, without braces */
+    const struct nvme_ebs_layout *layout[2];  /* per histogram slot */
+    const uint64_t *offsets[2];               /* per histogram slot: added to each bin, or NULL */
+};
+
+struct nvme_ebs_family_text {
+    struct nvme_ebs_text header;  /* written first: the family's # HELP and # TYPE lines */
+    int histogram;            /* 0: one line per volume, NAME{labels} value */
+    int slot;                 /* histogram: which layout and offsets of a volume */
+    struct nvme_ebs_text name;    /* scalar: the line's name and opening brace */
+    struct nvme_ebs_text bucket;  /* histogram: NAME_bucket{, NAME_count{, NAME_sum{ */
+    struct nvme_ebs_text count;
+    struct nvme_ebs_text sum;
+    size_t value_offset;      /* the uint64_t value (a histogram's sum) in struct nvme_ebs_stats */
+    size_t histogram_offset;  /* the struct nvme_ebs_histogram in struct nvme_ebs_stats */
+    uint64_t scale;           /* 10^scale_digits: the value is written as Python's repr(value / scale) */
+    int scale_digits;         /* -1: the value is written as an integer */
+};
+
+/*
+ * The families, each its header then its lines for the n volumes, into out; returns the bytes
+ * the text takes. When that is more than cap, out holds a truncated text: call again with a
+ * buffer that large.
+ */
+size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
+                                size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n);
+/*
+ * A histogram's 32-bit counts made monotonic: compares the counts of the histogram at
+ * `histogram_offset` in `now` with `last` (the previous read's, of the same bins: the caller
+ * compares the edges), adds 2^32 to offsets[i] for each bin whose count went down (it wrapped),
+ * and copies the counts into `last`. Returns 1 if a bin wrapped, else 0.
+ */
+int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, size_t histogram_offset, uint32_t *last, uint64_t *offsets);
+
+/*
+ * glibc malloc for a long-running exporter: at most `arena_max` arenas, and blocks of
+ * `mmap_threshold` bytes or more mapped on their own, so a large response goes back to the
+ * system when freed. Returns 1 when both were taken.
+ */
+int nvme_ebs_tune_malloc(int arena_max, int mmap_threshold);
 /* CDEF-END */
 
 #endif

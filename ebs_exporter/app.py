@@ -76,7 +76,7 @@ class App:
         body_io = io.BytesIO()
         # OpenMetrics ends with a single "# EOF": move prometheus_client's to the very end.
         body_io.write(theirs.removesuffix(b"# EOF\n") if openmetrics else theirs)
-        self.renderer.write(body_io.write, snapshot, openmetrics, self.build)
+        self.renderer.write(body_io, snapshot, openmetrics, self.build)
         if openmetrics:
             body_io.write(b"# EOF\n")
         body = body_io.getvalue()

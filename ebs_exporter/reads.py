@@ -2,6 +2,9 @@
 
 A device that hangs in its ioctl keeps its worker thread until the kernel gives up; the
 collection does not wait for it, and the device is not asked again while that read is open.
+Reads start in one worker: fast reads one after the other cost less than threads taking the
+interpreter's lock from each other. Each `budget` the round is still open, another worker
+joins, so slow or hung devices still cost the deadline, not the sum of their reads.
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ class _Round(Generic[T, R]):
 class ReadScheduler:
     """Runs `read(item)` for each item, `workers` at a time, for at most `timeout` seconds."""
 
-    def __init__(self, timeout: float = 3.0, workers: int = 4) -> None:
+    def __init__(self, timeout: float = 3.0, workers: int = 4, budget: float = 0.02) -> None:
         self.timeout = timeout
         self.workers = workers
+        self.budget = budget
         # Room for a worker per hung device on top of the ones doing the work.
         self._pool = ThreadPoolExecutor(max_workers=workers * 4, thread_name_prefix="ebs-read")
         self._busy: set[int] = set()  # ids of items whose read is in flight (maybe hung)
         self._busy_lock = threading.Lock()
+        self._warm = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -58,12 +63,22 @@ class ReadScheduler:
         if not parallel:  # reads that hold the GIL (the simulator): threads only add overhead
             self._drain(rnd)
             return rnd.results
-        for _ in range(min(self.workers, len(ready))):
+        # The first round starts every worker it may use, so that the pool has its threads from
+        # the start: a later slow round wakes them, it does not grow the process.
+        first = 1 if self._warm else min(self.workers, len(ready))
+        self._warm = True
+        for _ in range(first):
             self._pool.submit(self._drain, rnd)
+        idle = min(self.workers, len(ready)) - first  # workers that may still join
         deadline = time.monotonic() + self.timeout
         with rnd.done:
-            while rnd.pending and rnd.done.wait(max(0.0, deadline - time.monotonic())):
-                pass
+            while rnd.pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not rnd.done.wait(min(left, self.budget) if idle else left) and idle and rnd.queue:
+                    self._pool.submit(self._drain, rnd)  # still open after a budget: one more worker
+                    idle -= 1
             rnd.queue.clear()  # out of time: start no further reads for this round
             return dict(rnd.results)
 

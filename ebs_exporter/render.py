@@ -12,13 +12,14 @@ prometheus_client, and the parity test holds the two to the same output.
 
 from __future__ import annotations
 
+import io
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 
 from nvme_ebs import LatencyHistogram, PageKind
 
-from . import metrics
+from . import metrics, native_text
 from .metrics import Family
 from .snapshot import DeviceHealth, Snapshot, VolumeSample
 from .volumes import VolumeState
@@ -76,10 +77,11 @@ class _Layout:
 class _VolumeText:
     """The text of one volume that does not change between scrapes: its labels and line heads."""
 
-    __slots__ = ("histograms", "info", "labels")
+    __slots__ = ("histograms", "info", "labels", "native")
 
     def __init__(self, state: VolumeState) -> None:
         self.labels = f'volume_id="{escape_label(state.volume_id)}",device="{escape_label(state.name)}"'
+        self.native: native_text.VolumeLabels | None = None  # the labels as the C renderer takes them
         self.histograms: dict[str, tuple[_Layout, list[str]]] = {}  # by family name
         self.info: tuple[object, bytes] | None = None  # (the identity it was made from, the line)
 
@@ -96,23 +98,29 @@ class Renderer:
     """Keeps the text that repeats from scrape to scrape; one per exporter. Scrapes may share it
     from several threads: each cache step is one dict operation, and a lost entry costs a rebuild."""
 
-    def __init__(self, buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS) -> None:
+    def __init__(self, buckets: metrics.LatencyBuckets = metrics.ALL_BUCKETS, native: bool = True) -> None:
         self.buckets = buckets
+        # The C renderer writes the page families of pages that carry their decoded struct.
+        self.native = native
+        self._native_families: dict[tuple[PageKind, bool], native_text.FamilyTexts] = {}
+        self._layout_texts: dict[tuple[int, ...], native_text.LayoutText] = {}
         self._layouts: dict[tuple[int, ...], _Layout] = {}
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
         self._device_labels: dict[str, str] = {}
+        self._error_text: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
 
     def write(
-        self, emit: Emit, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
+        self, out: io.BytesIO, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
     ) -> None:
-        """Hands the exporter's own families to `emit`, encoded, in blocks of a few kB (a histogram,
-        a family): `list.append`, or `BytesIO.write` to build a body without a second copy of it."""
+        """Appends the exporter's own families to `out`, encoded: the C renderer writes the page
+        families straight into its buffer, the rest goes in blocks of a few kB."""
+        emit = out.write
         texts = [self._volume_text(s.state) for s in snapshot.samples]
         for kind in PageKind:
             chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
             if chosen:
-                self._page_families(emit, kind, chosen, openmetrics)
+                self._page_families(out, kind, chosen, openmetrics)
         if snapshot.samples:
             _header(emit, metrics.VOLUME_INFO, openmetrics)
             emit(b"".join([self._info_line(s.state, t) for s, t in zip(snapshot.samples, texts)]))
@@ -131,9 +139,9 @@ class Renderer:
 
     def render(self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
         """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
-        out: list[bytes] = []
-        self.write(out.append, snapshot, openmetrics, build)
-        return b"".join(out).decode()
+        out = io.BytesIO()
+        self.write(out, snapshot, openmetrics, build)
+        return out.getvalue().decode()
 
     def _volume_text(self, state: VolumeState) -> _VolumeText:
         text = self._volumes.get(state)
@@ -142,8 +150,12 @@ class Renderer:
         return text
 
     def _page_families(
-        self, emit: Emit, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
     ) -> None:
+        if self.native and all(s.stats.decoded is not None for s, _ in chosen):
+            self._native_page_families(out, kind, chosen, openmetrics)
+            return
+        emit = out.write
         for family in metrics.SCALARS:
             _header(emit, family, openmetrics, kind)
             head = family.exposed_name(kind) + "{"
@@ -156,6 +168,46 @@ class Renderer:
         for family in metrics.HISTOGRAMS:
             _header(emit, family, openmetrics, kind, "summary" if self.buckets.as_summary else "")
             self._histogram(emit, family, family.full_name(kind), chosen)
+
+    def _native_page_families(
+        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+    ) -> None:
+        keep: list[object] = []
+        labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
+        vols = native_text.volumes(labelled, self._native_layout, keep)
+        native_text.write(out, self._family_texts(kind, openmetrics), vols, len(labelled))
+
+    def _family_texts(self, kind: PageKind, openmetrics: bool) -> native_text.FamilyTexts:
+        texts = self._native_families.get((kind, openmetrics))
+        if texts is None:
+            made = []
+            for family in metrics.PAGE_FAMILIES:
+                header: list[bytes] = []
+                summary = family.type == "histogram" and self.buckets.as_summary
+                _header(header.append, family, openmetrics, kind, "summary" if summary else "")
+                slot = metrics.HISTOGRAMS.index(family) if family in metrics.HISTOGRAMS else 0
+                made.append(native_text.FamilyText(family, kind, b"".join(header), slot))
+            texts = self._native_families[(kind, openmetrics)] = native_text.FamilyTexts(made)
+        return texts
+
+    @staticmethod
+    def _native_labels(text: _VolumeText) -> native_text.VolumeLabels:
+        labels = text.native = native_text.VolumeLabels(text.labels)
+        return labels
+
+    def _native_layout(
+        self, labels: native_text.VolumeLabels, slot: int, hist: LatencyHistogram
+    ) -> native_text.LayoutText:
+        cached = labels.layouts[slot]
+        if cached is not None and (cached.bounds is hist.upper_us or cached.bounds == hist.upper_us):
+            return cached
+        shared = self._layout_texts.get(hist.upper_us)
+        if shared is None:
+            if len(self._layout_texts) >= _LAYOUTS_KEPT:
+                self._layout_texts.clear()
+            shared = self._layout_texts[hist.upper_us] = native_text.LayoutText(hist, self.buckets)
+        labels.layouts[slot] = shared
+        return shared
 
     def _layout(self, text: _VolumeText, name: str, hist: LatencyHistogram) -> tuple[_Layout, list[str]]:
         cached = text.histograms.get(name)
@@ -215,13 +267,24 @@ class Renderer:
             family = metrics.DEVICE_UP
             _header(emit, family, openmetrics)
             emit("".join([f"{family.name}{{{self._device(h.name)}}} {int(h.up)}\n" for h in health]).encode())
-        errors = [(h, r, n) for h in health for r, n in sorted(h.errors.items())]
+        errors = [self._error_lines(h) for h in health if h.errors]
         if errors:
-            family = metrics.DEVICE_ERRORS
-            _header(emit, family, openmetrics)
-            head = family.exposed_name()
-            lines = [f'{head}{{{self._device(h.name)},reason="{r}"}} {n}\n' for h, r, n in errors]
-            emit("".join(lines).encode())
+            _header(emit, metrics.DEVICE_ERRORS, openmetrics)
+            emit(b"".join(errors))
+
+    def _error_lines(self, health: DeviceHealth) -> bytes:
+        """A device's error counter lines, rewritten only when one of its counts moved."""
+        counts = tuple(health.errors.items())
+        cached = self._error_text.get(health.name)
+        if cached is not None and cached[0] == counts:
+            return cached[1]
+        head = metrics.DEVICE_ERRORS.exposed_name()
+        device = self._device(health.name)
+        text = "".join([f'{head}{{{device},reason="{r}"}} {n}\n' for r, n in sorted(counts)]).encode()
+        if len(self._error_text) >= _DEVICE_LABELS_KEPT:
+            self._error_text.clear()
+        self._error_text[health.name] = (counts, text)
+        return text
 
 
 def render(snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:

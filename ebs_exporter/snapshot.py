@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nvme_ebs import EbsStats
 
@@ -16,6 +16,9 @@ class VolumeSample:
     state: VolumeState
     stats: EbsStats
     histogram_counts: dict[str, list[int]]
+    # What wrapping added to each bin, for the histograms where a bin has wrapped (the C
+    # renderer adds it to the page's own counts).
+    offsets: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

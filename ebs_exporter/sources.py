@@ -9,6 +9,7 @@ import os
 from typing import Protocol
 
 import nvme_ebs
+import nvme_ebs.discovery
 from nvme_ebs import ControllerIdentity, EbsStats, NvmeController
 
 
@@ -40,6 +41,7 @@ class HostSource:
     def __init__(self, sysfs: str = "/sys", dev: str = "/dev") -> None:
         self.sysfs = sysfs
         self.dev = dev
+        self._discovery = nvme_ebs.discovery.Discovery(sysfs, dev)
 
     def check(self) -> None:
         """sysfs must be readable; a node without NVMe (no class/nvme) is fine, an unreadable one is not."""
@@ -50,7 +52,7 @@ class HostSource:
         os.listdir(self.dev)
 
     def discover(self) -> list[NvmeController]:
-        return nvme_ebs.discover(self.sysfs, self.dev)
+        return self._discovery.scan()
 
     def read_stats(self, device: NvmeController) -> EbsStats:
         return nvme_ebs.DeviceNode(ioctl_path(device)).read_stats()

@@ -24,9 +24,13 @@ from nvme_ebs import (
     PageFormatError,
     VolumeKind,
 )
+from nvme_ebs._native import stats_offset
 
 from .metrics import HISTOGRAMS
 from .wrap import WrapCounter
+
+# Where each histogram sits in the decoded page's struct.
+_OFFSETS = {h.field: stats_offset(h.field) for h in HISTOGRAMS}
 
 log = logging.getLogger("ebs_exporter.volumes")
 
@@ -107,7 +111,15 @@ class VolumeState:
         if self.reason is not None:
             log.info("%s: reading again after %s", self.name, self.reason)
             self.reason = None
-        return {name: wrap.update(getattr(stats, name)) for name, wrap in self.wraps.items()}
+        decoded = stats.decoded
+        return {
+            name: wrap.update(getattr(stats, name), decoded, _OFFSETS[name] if decoded is not None else 0)
+            for name, wrap in self.wraps.items()
+        }
+
+    def wrap_offsets(self) -> dict[str, list[int]]:
+        """What wrapping added to each bin, for the histograms with a bin that has wrapped."""
+        return {name: wrap.offsets for name, wrap in self.wraps.items() if wrap.offsets is not None}
 
     def fail(self, reason: str, detail: str) -> None:
         """A failed read: counted each time, logged once per change of reason."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import operator
 
 from nvme_ebs import LatencyHistogram
+from nvme_ebs._nvme_ebs_c import ffi, lib
+
+NVME_EBS_MAX_BINS: int = lib.NVME_EBS_MAX_BINS
 
 U32 = 1 << 32
 
@@ -18,29 +21,55 @@ class WrapCounter:
     is all that is kept, and while no bin has wrapped the totals are the raw counts themselves.
     """
 
-    __slots__ = ("bounds", "offsets", "raw", "totals")
+    __slots__ = ("bounds", "c_last", "c_offsets", "c_ready", "offsets", "raw", "totals")
 
     def __init__(self) -> None:
         self.bounds: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.raw: tuple[int, ...] = ()
         self.offsets: list[int] | None = None  # None while no bin has wrapped
         self.totals: list[int] = []
+        # The C path (pages that carry their decoded struct): the last counts and the offsets as
+        # C arrays, which nvme_ebs_unwrap compares with a page's and adds to.
+        self.c_last = ffi.new("uint32_t[]", NVME_EBS_MAX_BINS)
+        self.c_offsets = ffi.new("uint64_t[]", NVME_EBS_MAX_BINS)
+        self.c_ready = False  # c_last holds the last read's counts
 
-    def update(self, hist: LatencyHistogram) -> list[int]:
+    def update(self, hist: LatencyHistogram, decoded: object = None, offset: int = 0) -> list[int]:
+        """`decoded` is the page's struct when it has one (EbsStats.decoded), `offset` where
+        this histogram sits in it."""
         counts = hist.counts
-        bounds = (hist.lower_us, hist.upper_us)
-        if bounds != self.bounds:  # first read, or the bins changed: start from the page
-            self.bounds = bounds
+        last = self.bounds
+        # The decoder hands out the same edge tuples while a device's bins stay the same.
+        same = last is not None and hist.upper_us is last[1] and hist.lower_us is last[0]
+        if not same and (hist.lower_us, hist.upper_us) != last:  # first read, or the bins changed
+            self.bounds = (hist.lower_us, hist.upper_us)
             self.offsets = None
-            self.raw = counts
+            ffi.memmove(self.c_offsets, bytes(8 * NVME_EBS_MAX_BINS), 8 * NVME_EBS_MAX_BINS)
+            self._remember(counts)
             self.totals = list(counts)
             return self.totals
+        if decoded is not None and self.c_ready:
+            if lib.nvme_ebs_unwrap(decoded, offset, self.c_last, self.c_offsets):
+                self.offsets = ffi.unpack(self.c_offsets, len(counts))
+            self.raw = counts
+            return self._totals(counts)
         if counts == self.raw:
             return self.totals
         if not all(map(operator.ge, counts, self.raw)):  # some bin wrapped since the last read
             offsets = self.offsets or [0] * len(counts)
             self.offsets = [o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)]
+            if len(counts) <= NVME_EBS_MAX_BINS:
+                self.c_offsets[0 : len(counts)] = self.offsets
+        self._remember(counts)
+        return self._totals(counts)
+
+    def _remember(self, counts: tuple[int, ...]) -> None:
         self.raw = counts
+        self.c_ready = len(counts) <= NVME_EBS_MAX_BINS  # a page's never has more; one built by hand may
+        if self.c_ready:
+            self.c_last[0 : len(counts)] = counts
+
+    def _totals(self, counts: tuple[int, ...]) -> list[int]:
         self.totals = list(counts) if self.offsets is None else list(map(operator.add, counts, self.offsets))
         return self.totals
 

@@ -7,12 +7,12 @@ FUZZ_OUT ?= build/fuzz
 FUZZ_RUNS ?= 1000000
 FUZZ_SEED ?= 1
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS := stats identify stats_struct
+FUZZ_TARGETS := stats identify stats_struct render
 FUZZ_WARN := -std=c99 -D_GNU_SOURCE -Wall -Wextra -Werror -Icsrc
 FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(FUZZ_WARN)
 # Source-based coverage, no sanitizers: what the seeds alone reach in csrc/nvme_ebs.c.
 FUZZ_COV_CFLAGS := -g -O0 -fsanitize=fuzzer -fprofile-instr-generate -fcoverage-mapping $(FUZZ_WARN)
-FUZZ_DEPS := fuzz/reference.h csrc/nvme_ebs.c csrc/nvme_ebs.h fuzz/fuzz.mk
+FUZZ_DEPS := fuzz/reference.h csrc/nvme_ebs.c csrc/render.c csrc/nvme_ebs.h fuzz/fuzz.mk
 
 .PHONY: fuzz-build fuzz-ci fuzz fuzz-coverage fuzz-corpus
 
@@ -32,7 +32,7 @@ fuzz-corpus: ## regenerate the seed corpus fuzz/corpus/ with fuzz/make_corpus.py
 
 $(FUZZ_OUT)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< csrc/nvme_ebs.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< csrc/nvme_ebs.c csrc/render.c -lm
 
 $(FUZZ_OUT)/cov/fuzz_%: fuzz/fuzz_%.c $(FUZZ_DEPS)
 	@mkdir -p $(@D)

@@ -1,12 +1,13 @@
 """Writes the fuzzers' seed corpus: one page for every branch of the decoders' checks.
 
-    .venv/bin/python fuzz/make_corpus.py          # (re)write fuzz/corpus/{stats,identify}/
+    .venv/bin/python fuzz/make_corpus.py          # (re)write fuzz/corpus/{stats,identify,render}/
     .venv/bin/python fuzz/make_corpus.py --check  # exit 1 if the committed files differ
 
 A seed's file name is `EXPECTED--what`: EXPECTED is `ok` or the `PageFormatError.check` the
 Python API must raise for it (`short`, `magic`, `num_bins`, `bin_range`, `bin_order`); a
 `what` that starts with `read-` or `write-` names the histogram the error is about.
-tests/test_fuzz.py decodes every seed and holds it to its name.
+tests/test_fuzz.py decodes every seed and holds it to its name. The renderer's seeds
+(`render/`) are recipes in fuzz/fuzz_render.c's format, named after what they exercise.
 """
 
 from __future__ import annotations
@@ -136,8 +137,35 @@ def identify_seeds() -> dict[str, bytes]:
     }
 
 
+def render_recipe(
+    family: int, scale_digits: int, num_bins: int, buckets: int, counters: list[int], labels: bytes, wraps: bool = False
+) -> bytes:
+    """fuzz_render's input: control, num_bins, buckets, wraps; 11 counters; 64 counts; indices; offsets; labels."""
+    head = bytes([family | scale_digits << 2, num_bins, buckets, int(wraps)])
+    counts = b"".join(struct.pack("<I", (i * 2654435761) & 0xFFFF_FFFF) for i in range(64))
+    index = bytes(range(buckets))
+    offsets = bytes(range(1, 65)) if wraps else b""
+    return head + struct.pack("<11Q", *counters) + counts + index + offsets + labels
+
+
+def render_seeds() -> dict[str, bytes]:
+    labels = b'volume_id="vol-0123456789abcdef0",device="nvme1n1"'
+    times = [0, 1, 10**15 - 1, 10**15, (1 << 53) + 1, U64_MAX, 1_500_000, 99, 100, 5, 7]
+    return {
+        "integer": render_recipe(0, 0, 28, 27, list(COUNTERS.values()), labels),
+        "seconds": render_recipe(1, 6, 28, 27, times, labels),
+        "seconds-large": render_recipe(1, 6, 0, 0, [U64_MAX] * 11, labels),
+        "histogram-64-bins": render_recipe(2, 6, 64, 63, times, labels),
+        "histogram-wrapped": render_recipe(2, 6, 64, 64, times, labels, wraps=True),
+        "histogram-coarse": render_recipe(2, 6, 64, 16, times, labels),
+        "summary": render_recipe(3, 6, 28, 0, times, labels),
+        "num-bins-past-64": render_recipe(2, 6, 200, 64, times, b""),
+        "scale-1e19": render_recipe(1, 19, 0, 0, times[::-1], labels),
+    }
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
-    return {"stats": stats_seeds(), "identify": identify_seeds()}
+    return {"stats": stats_seeds(), "identify": identify_seeds(), "render": render_seeds()}
 
 
 def main(argv: list[str] | None = None) -> int:

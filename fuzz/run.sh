@@ -26,6 +26,7 @@ for target in "$@"; do
     stats) opts=(-dict=fuzz/stats.dict -max_len=8192) seeds=(fuzz/corpus/stats) ;;
     identify) opts=(-max_len=8192) seeds=(fuzz/corpus/identify) ;;
     stats_struct) opts=(-dict=fuzz/stats.dict -max_len=512) ;;
+    render) opts=(-max_len=1024) seeds=(fuzz/corpus/render) ;;
     *) echo "unknown fuzz target: $target" >&2; exit 2 ;;
     esac
     case $mode in

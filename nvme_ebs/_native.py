@@ -83,13 +83,30 @@ def _stats(out: Any) -> EbsStats:
     """`out` must come from ffi.new (zero-filled): the bounds cache keys on the unused bins too."""
     raw = ffi.buffer(out)
     # Positional, in EbsStats' field order: keywords cost more than the rest of the call.
-    return EbsStats(  # type: ignore[call-arg]  # mypy cannot count *_counters: the import-time check does
+    stats = EbsStats(  # type: ignore[call-arg]  # mypy cannot count *_counters: the import-time check does
         _PAGE_KINDS[out.kind],
         out.version,
         *_counters(out),
         _histogram(out.read_hist, raw, _HIST_OFFSETS[0]),
         _histogram(out.write_hist, raw, _HIST_OFFSETS[1]),
     )
+    object.__setattr__(stats, "decoded", out)  # frozen: set as the dataclass's own __init__ does
+    return stats
+
+
+# EbsStats fields that struct nvme_ebs_stats spells otherwise.
+_STRUCT_FIELDS = {"read_io_latency_histogram": "read_hist", "write_io_latency_histogram": "write_hist"}
+
+
+def stats_offset(field: str) -> int:
+    """Where an EbsStats field sits in struct nvme_ebs_stats (EbsStats.decoded)."""
+    return int(ffi.offsetof("struct nvme_ebs_stats", _STRUCT_FIELDS.get(field, field)))
+
+
+def tune_malloc(arena_max: int, mmap_threshold: int) -> bool:
+    """glibc's malloc: at most `arena_max` arenas, blocks from `mmap_threshold` bytes mapped on
+    their own (returned to the system when freed). False where the C library refused."""
+    return bool(lib.nvme_ebs_tune_malloc(arena_max, mmap_threshold))
 
 
 def _identity(out: Any) -> ControllerIdentity:

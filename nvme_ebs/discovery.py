@@ -1,10 +1,16 @@
-"""Finds NVMe controllers and their namespaces through sysfs alone (no ioctl, no privilege)."""
+"""Finds NVMe controllers and their namespaces through sysfs alone (no ioctl, no privilege).
+
+`Discovery` remembers what it read: a controller whose sysfs directory is still the same one
+(device, inode and times) and still names the same serial keeps its attributes and namespaces
+from the last scan, so a steady node costs a stat, a serial read and a listing per controller.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import stat
+from dataclasses import dataclass
 from typing import Callable
 
 from .model import NvmeController, VolumeKind
@@ -36,12 +42,19 @@ def _natural(name: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"[0-9]+", name))
 
 
-def _entries(directory: str, pattern: re.Pattern[str]) -> list[str]:
+def _listing(directory: str) -> list[str]:
     try:
-        names = os.listdir(directory)
+        return os.listdir(directory)
     except OSError:
         return []
+
+
+def _matching(names: list[str], pattern: re.Pattern[str]) -> list[str]:
     return sorted((n for n in names if pattern.fullmatch(n)), key=_natural)
+
+
+def _entries(directory: str, pattern: re.Pattern[str]) -> list[str]:
+    return _matching(_listing(directory), pattern)
 
 
 def _resolved(path: str) -> str:
@@ -86,11 +99,11 @@ def _subsystem_index(sysfs: str) -> dict[str, str]:
     return index
 
 
-def _namespaces(controller_dir: str, controller: str, subsystems: Callable[[], dict[str, str]]) -> list[str]:
-    classic = _entries(controller_dir, _NAMESPACE)
+def _namespaces(listing: list[str], controller: str, subsystems: Callable[[], dict[str, str]]) -> list[str]:
+    classic = _matching(listing, _NAMESPACE)
     if classic:
         return classic
-    paths = _entries(controller_dir, _PATH_NAMESPACE)
+    paths = _matching(listing, _PATH_NAMESPACE)
     if not paths:
         return []
     subsystem = subsystems().get(controller)
@@ -101,6 +114,87 @@ def _namespaces(controller_dir: str, controller: str, subsystems: Callable[[], d
     return sorted({f"nvme{m.group(1)}n{m.group(2)}" for m in derived if m}, key=_natural)
 
 
+@dataclass(frozen=True)
+class _Known:
+    entry: tuple[int, int, int, int]  # st_dev, st_ino, st_ctime_ns, st_mtime_ns of the directory
+    listing: list[str]
+    device: NvmeController
+
+
+class Discovery:
+    """Scans `sysfs` as discover() does, reading again only what may have changed."""
+
+    def __init__(self, sysfs: str = "/sys", dev: str = "/dev") -> None:
+        self.sysfs = sysfs
+        self.dev = dev
+        self._known: dict[str, _Known] = {}
+        self._names: tuple[list[str], list[str]] = ([], [])  # class/nvme's listing, and its controllers in order
+
+    def scan(self) -> list[NvmeController]:
+        """Every NVMe controller under `sysfs` (see discover())."""
+        class_dir = f"{self.sysfs}/class/nvme"
+        inside = _inside(self.sysfs)
+        index: dict[str, str] | None = None
+
+        def subsystems() -> dict[str, str]:  # listed once, and only if a multipath controller needs it
+            nonlocal index
+            if index is None:
+                index = _subsystem_index(self.sysfs)
+            return index
+
+        known: dict[str, _Known] = {}
+        devices = []
+        names = _listing(class_dir)
+        if names != self._names[0]:  # sorted again only when the set of controllers changed
+            self._names = (names, _matching(names, _CONTROLLER))
+        for controller in self._names[1]:
+            cdir = f"{class_dir}/{controller}"
+            try:
+                st = os.stat(cdir)
+            except OSError:  # read as before, without remembering it
+                entry = None
+            else:
+                entry = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
+            last = self._known.get(controller)
+            # The same directory as last time (so one found inside sysfs then): listed right away.
+            if last is not None and last.entry == entry:
+                listing = _listing(cdir)
+                if listing == last.listing and _read_attr(cdir, "serial") == last.device.serial:
+                    known[controller] = last  # a name reused is a new serial, read again below
+                    devices.append(last.device)
+                    continue
+            if not inside(cdir):
+                continue
+            listing = _listing(cdir)
+            device = self._read(cdir, controller, listing, subsystems)
+            devices.append(device)
+            if entry is not None and device.namespaces == tuple(_matching(listing, _NAMESPACE)):
+                known[controller] = _Known(entry, listing, device)  # multipath heads are listed elsewhere
+        self._known = known
+        return devices
+
+    def _read(
+        self,
+        cdir: str,
+        controller: str,
+        listing: list[str],
+        subsystems: Callable[[], dict[str, str]],
+    ) -> NvmeController:
+        model = _read_attr(cdir, "model")
+        namespaces = tuple(_namespaces(listing, controller, subsystems))
+        return NvmeController(
+            controller=controller,
+            controller_path=os.path.join(self.dev, controller),
+            namespaces=namespaces,
+            block_device=os.path.join(self.dev, namespaces[0]) if namespaces else None,
+            model=model,
+            serial=_read_attr(cdir, "serial"),
+            firmware=_read_attr(cdir, "firmware_rev"),
+            kind=VolumeKind.from_model(model),
+            transport=_read_attr(cdir, "transport") or "pcie",
+        )
+
+
 def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeController]:
     """Every NVMe controller under `sysfs`, classified by model, with device paths under `dev`.
 
@@ -108,34 +202,4 @@ def discover(sysfs: str = "/sys", dev: str = "/dev") -> list[NvmeController]:
     sysfs tree cannot steer a later open() outside `dev`; and a controller whose directory
     resolves outside `sysfs` (the kernel's links all stay inside) is not read at all.
     """
-    class_dir = f"{sysfs}/class/nvme"
-    inside = _inside(sysfs)
-    index: dict[str, str] | None = None
-
-    def subsystems() -> dict[str, str]:  # listed once, and only if a multipath controller needs it
-        nonlocal index
-        if index is None:
-            index = _subsystem_index(sysfs)
-        return index
-
-    devices = []
-    for controller in _entries(class_dir, _CONTROLLER):
-        cdir = f"{class_dir}/{controller}"
-        if not inside(cdir):
-            continue
-        model = _read_attr(cdir, "model")
-        namespaces = tuple(_namespaces(cdir, controller, subsystems))
-        devices.append(
-            NvmeController(
-                controller=controller,
-                controller_path=os.path.join(dev, controller),
-                namespaces=namespaces,
-                block_device=os.path.join(dev, namespaces[0]) if namespaces else None,
-                model=model,
-                serial=_read_attr(cdir, "serial"),
-                firmware=_read_attr(cdir, "firmware_rev"),
-                kind=VolumeKind.from_model(model),
-                transport=_read_attr(cdir, "transport") or "pcie",
-            )
-        )
-    return devices
+    return Discovery(sysfs, dev).scan()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import ClassVar, overload
 
 EBS_MODEL = "Amazon Elastic Block Store"
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
@@ -105,6 +105,10 @@ class EbsStats:
     volume_queue_length: int
     read_io_latency_histogram: LatencyHistogram
     write_io_latency_histogram: LatencyHistogram
+    # The C decoder's struct these values came from, set on the instance by nvme_ebs._native
+    # (None otherwise): the exporter writes its text straight from it. Not a field, so not part
+    # of the value: equality, repr, asdict() and replace() leave it out.
+    decoded: ClassVar[object] = None
 
 
 @dataclass(frozen=True)

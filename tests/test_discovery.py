@@ -381,3 +381,46 @@ def test_a_fifo_in_a_crafted_tree_does_not_hang_discovery(tree: SysfsTree) -> No
     os.mkfifo(model)
     [device] = discover(tree)
     assert device.model == "" and device.kind is VolumeKind.OTHER
+
+
+# --- Discovery: what a scan reads again -------------------------------------------------------
+
+
+def _attribute_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from nvme_ebs import discovery
+
+    reads: list[str] = []
+    real = discovery._read_attr
+    monkeypatch.setattr(discovery, "_read_attr", lambda d, name: reads.append(name) or real(d, name))
+    return reads
+
+
+def test_a_steady_controller_costs_only_its_serial(tree: SysfsTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvme_ebs.discovery import Discovery
+
+    tree.add_controller("nvme0", EBS_MODEL, EBS_SERIAL)
+    tree.add_controller("nvme1", INSTANCE_STORE_MODEL, INSTANCE_STORE_SERIAL)
+    scan = Discovery(str(tree.root), DEV)
+    first = scan.scan()
+    reads = _attribute_reads(monkeypatch)
+    again = scan.scan()
+    assert again == first and all(a is b for a, b in zip(again, first))
+    assert reads == ["serial", "serial"]
+
+
+def test_a_changed_controller_is_read_again(tree: SysfsTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvme_ebs.discovery import Discovery
+
+    cdir = tree.add_controller("nvme0", EBS_MODEL, EBS_SERIAL)
+    scan = Discovery(str(tree.root), DEV)
+    assert scan.scan()[0].namespaces == ("nvme0n1",)
+    (cdir / "nvme0n2").mkdir()  # a namespace appears: the listing differs
+    assert scan.scan()[0].namespaces == ("nvme0n1", "nvme0n2")
+    (cdir / "serial").write_text("vol0fedcba9876543210\n")  # another volume under the name
+    (cdir / "firmware_rev").write_text("2.0\n")
+    device = scan.scan()[0]
+    assert (device.serial, device.firmware) == ("vol0fedcba9876543210", "2.0")
+    reads = _attribute_reads(monkeypatch)
+    os.utime(cdir, ns=(1, 1))  # the directory's times moved: everything is read again
+    scan.scan()
+    assert sorted(reads) == ["firmware_rev", "model", "serial", "transport"]

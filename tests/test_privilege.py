@@ -57,7 +57,10 @@ LOG_PAGE_D0 = {
 }
 COMMAND_FUNCTIONS = {"nvme_ebs_identify", "nvme_ebs_get_stats_page", "nvme_ebs_read_stats"}
 DECODERS = {"nvme_ebs_decode_stats", "nvme_ebs_decode_identity"}
-SETTINGS = {"nvme_ebs_set_timeout_ms"}  # the kernel's timeout for the two commands, nothing else
+# The kernel's timeout for the two commands, and malloc's parameters of the process: nothing else.
+SETTINGS = {"nvme_ebs_set_timeout_ms", "nvme_ebs_tune_malloc"}
+# Text from decoded pages, and a decoded page's counts compared with the last: no device, no file.
+RENDERER = {"nvme_ebs_render_families", "nvme_ebs_unwrap"}
 EXPORTER_TIMEOUT_MS = 2500  # the test's --device.kernel-timeout (off by default), passed to the kernel
 # What the shared object may import besides the Python C API: the calls of one open, fstat,
 # ioctl and close, and what compilers emit on their own. Nothing that writes or maps.
@@ -65,6 +68,8 @@ ALLOWED_IMPORTS = re.compile(
     r"_?Py\w+|open(64)?|__open(64)?(_2)?|close|fstat(64)?|__fxstat(64)?|ioctl|__errno_location"
     r"|mem(set|cpy|move|cmp)|__mem\w+_chk|str(len|nlen|cmp)|__stack_chk_fail"
     r"|__cxa_finalize|__gmon_start__|_ITM_\w+"
+    # the renderer's numbers (formatted into memory, read back) and malloc's parameters
+    r"|snprintf|__snprintf_chk|strto[dl]|strchr|ldexp|mallopt"
 )
 
 
@@ -161,7 +166,7 @@ def test_only_identify_and_log_page_d0_are_ever_sent(
 
 def test_compiled_module_offers_no_generic_passthrough() -> None:
     functions = {n for n in dir(lib) if callable(getattr(lib, n))}
-    assert functions == COMMAND_FUNCTIONS | DECODERS | SETTINGS
+    assert functions == COMMAND_FUNCTIONS | DECODERS | SETTINGS | RENDERER
     assert ffi.typeof(lib.nvme_ebs_set_timeout_ms).cname == "void(*)(uint32_t)"
     assert all(isinstance(getattr(lib, n), int) for n in set(dir(lib)) - functions)
     for name in COMMAND_FUNCTIONS:
@@ -176,7 +181,7 @@ def test_compiled_module_offers_no_generic_passthrough() -> None:
     so = _nvme_ebs_c.__file__
     defined = subprocess.run([nm, "-D", "--defined-only", so], capture_output=True, text=True, check=True).stdout
     exported = {f[2] for f in (line.split() for line in defined.splitlines()) if len(f) == 3 and f[1] in "TW"}
-    assert exported == {"PyInit__nvme_ebs_c"} | COMMAND_FUNCTIONS | DECODERS | SETTINGS
+    assert exported == {"PyInit__nvme_ebs_c"} | COMMAND_FUNCTIONS | DECODERS | SETTINGS | RENDERER
     undefined = subprocess.run([nm, "-D", "--undefined-only", so], capture_output=True, text=True, check=True).stdout
     imports = {line.split()[-1].split("@")[0] for line in undefined.splitlines() if line.strip()}
     assert {"ioctl", "close"} <= imports
