@@ -16,6 +16,7 @@ import io
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
+from typing import TypeVar
 
 from nvme_ebs import LatencyHistogram, PageKind
 
@@ -27,6 +28,20 @@ from .volumes import VolumeState
 Emit = Callable[[bytes], object]
 _LAYOUTS_KEPT = 64  # bin layouts remembered, whatever the devices report
 _DEVICE_LABELS_KEPT = 4096
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remembered(cache: dict[K, V], key: K, make: Callable[[], V], kept: int) -> V:
+    """cache[key], made on a miss; a full cache starts over, so odd devices cannot grow it."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= kept:
+            cache.clear()
+        value = cache[key] = make()
+    return value
 
 
 def escape_label(value: str) -> str:
@@ -201,11 +216,9 @@ class Renderer:
         cached = labels.layouts[slot]
         if cached is not None and (cached.bounds is hist.upper_us or cached.bounds == hist.upper_us):
             return cached
-        shared = self._layout_texts.get(hist.upper_us)
-        if shared is None:
-            if len(self._layout_texts) >= _LAYOUTS_KEPT:
-                self._layout_texts.clear()
-            shared = self._layout_texts[hist.upper_us] = native_text.LayoutText(hist, self.buckets)
+        shared = _remembered(
+            self._layout_texts, hist.upper_us, lambda: native_text.LayoutText(hist, self.buckets), _LAYOUTS_KEPT
+        )
         labels.layouts[slot] = shared
         return shared
 
@@ -215,11 +228,7 @@ class Renderer:
             layout = cached[0]
             if layout.bounds is hist.upper_us or layout.bounds == hist.upper_us:
                 return cached
-        shared = self._layouts.get(hist.upper_us)
-        if shared is None:
-            if len(self._layouts) >= _LAYOUTS_KEPT:
-                self._layouts.clear()
-            shared = self._layouts[hist.upper_us] = _Layout(hist, self.buckets)
+        shared = _remembered(self._layouts, hist.upper_us, lambda: _Layout(hist, self.buckets), _LAYOUTS_KEPT)
         served = shared.buckets + (0 if self.buckets.as_summary else 1)
         cached = text.histograms[name] = (shared, text.heads(name, served))
         return cached
@@ -255,12 +264,7 @@ class Renderer:
         return cached[1]
 
     def _device(self, name: str) -> str:
-        labels = self._device_labels.get(name)
-        if labels is None:
-            if len(self._device_labels) >= _DEVICE_LABELS_KEPT:
-                self._device_labels.clear()
-            labels = self._device_labels[name] = f'device="{escape_label(name)}"'
-        return labels
+        return _remembered(self._device_labels, name, lambda: f'device="{escape_label(name)}"', _DEVICE_LABELS_KEPT)
 
     def _health(self, emit: Emit, health: list[DeviceHealth], openmetrics: bool) -> None:
         if health:

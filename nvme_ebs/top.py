@@ -9,24 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .layout import COUNTER_FIELDS
 from .model import EbsStats, LatencyBin, LatencyHistogram
 
 BIN_COUNT_MODULUS = 1 << 32  # histogram bin counts are 32-bit on the page and wrap
-EXCEEDED_FIELDS = (
-    "ebs_volume_performance_exceeded_iops_us",
-    "ebs_volume_performance_exceeded_tp_us",
-    "ec2_instance_ebs_performance_exceeded_iops_us",
-    "ec2_instance_ebs_performance_exceeded_tp_us",
-)
-_MONOTONIC_FIELDS = (
-    "total_read_ops",
-    "total_write_ops",
-    "total_read_bytes",
-    "total_write_bytes",
-    "total_read_time_us",
-    "total_write_time_us",
-    *EXCEEDED_FIELDS,
-)
+EXCEEDED_FIELDS = tuple(name for name in COUNTER_FIELDS if "_performance_exceeded_" in name)
+# Every counter of the page but the queue length, a gauge.
+_MONOTONIC_FIELDS = tuple(name for name in COUNTER_FIELDS if name != "volume_queue_length")
 
 
 class CounterReset(ValueError):
