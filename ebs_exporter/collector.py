@@ -111,7 +111,8 @@ class Collector:
         for state in states:
             stats, error = outcomes.get(id(state), (None, None))
             if stats is not None:
-                samples.append(VolumeSample(state, stats, state.accept(stats), state.wrap_offsets()))
+                state.accept(stats)
+                samples.append(VolumeSample(state, stats, state.wrap_offsets()))
             elif error is not None:
                 state.fail(reason_for(error), str(error))
             else:

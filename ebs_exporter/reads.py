@@ -2,9 +2,10 @@
 
 A device that hangs in its ioctl keeps its worker thread until the kernel gives up; the
 collection does not wait for it, and the device is not asked again while that read is open.
-Reads start in one worker: fast reads one after the other cost less than threads taking the
-interpreter's lock from each other. Each `budget` the round is still open, another worker
-joins, so slow or hung devices still cost the deadline, not the sum of their reads.
+Reads start in two workers: while one waits in its ioctl (outside the interpreter's lock), the
+other decodes the page before; more threads than that only take the lock from each other. Each
+`budget` the round is still open, another worker joins, so slow or hung devices still cost the
+deadline, not the sum of their reads.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class _Round(Generic[T, R]):
 class ReadScheduler:
     """Runs `read(item)` for each item, `workers` at a time, for at most `timeout` seconds."""
 
-    def __init__(self, timeout: float = 3.0, workers: int = 4, budget: float = 0.02) -> None:
+    def __init__(self, timeout: float = 3.0, workers: int = 4, budget: float = 0.02, start_workers: int = 2) -> None:
         self.timeout = timeout
         self.workers = workers
         self.budget = budget
+        self.start_workers = start_workers
         # Room for a worker per hung device on top of the ones doing the work.
         self._pool = ThreadPoolExecutor(max_workers=workers * 4, thread_name_prefix="ebs-read")
         self._busy: set[int] = set()  # ids of items whose read is in flight (maybe hung)
@@ -65,7 +67,7 @@ class ReadScheduler:
             return rnd.results
         # The first round starts every worker it may use, so that the pool has its threads from
         # the start: a later slow round wakes them, it does not grow the process.
-        first = 1 if self._warm else min(self.workers, len(ready))
+        first = min(self.start_workers if self._warm else self.workers, self.workers, len(ready))
         self._warm = True
         for _ in range(first):
             self._pool.submit(self._drain, rnd)

@@ -98,8 +98,8 @@ class VolumeState:
     def count_error(self, reason: str) -> None:
         self.errors[reason] += 1
 
-    def accept(self, stats: EbsStats) -> dict[str, list[int]]:
-        """A successful read: the histograms' monotonic totals, keyed by EbsStats field."""
+    def accept(self, stats: EbsStats) -> None:
+        """A successful read: the wrap bookkeeping follows its histograms (see wrap_offsets)."""
         ops = (stats.total_read_ops, stats.total_write_ops)
         if ops[0] < self.last_ops[0] or ops[1] < self.last_ops[1]:
             # Same serial, counters went back: the volume was re-attached. Start over.
@@ -112,10 +112,8 @@ class VolumeState:
             log.info("%s: reading again after %s", self.name, self.reason)
             self.reason = None
         decoded = stats.decoded
-        return {
-            name: wrap.update(getattr(stats, name), decoded, _OFFSETS[name] if decoded is not None else 0)
-            for name, wrap in self.wraps.items()
-        }
+        for name, wrap in self.wraps.items():
+            wrap.update(getattr(stats, name), decoded, _OFFSETS[name] if decoded is not None else 0)
 
     def wrap_offsets(self) -> dict[str, list[int]]:
         """What wrapping added to each bin, for the histograms with a bin that has wrapped."""

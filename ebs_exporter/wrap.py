@@ -13,7 +13,7 @@ U32 = 1 << 32
 
 
 class WrapCounter:
-    """Turns one histogram's 32-bit bin counts into monotonic totals.
+    """Follows one histogram's 32-bit bin counts, so that their totals stay monotonic.
 
     Each read adds (raw - previous raw) mod 2**32 per bin, which is right as long as a bin
     wraps at most once between two reads (at 1 s sampling, that is > 4 billion I/Os apart).
@@ -21,22 +21,23 @@ class WrapCounter:
     is all that is kept, and while no bin has wrapped the totals are the raw counts themselves.
     """
 
-    __slots__ = ("bounds", "c_last", "c_offsets", "c_ready", "offsets", "raw", "totals")
+    __slots__ = ("bounds", "c_last", "c_offsets", "c_ready", "offsets", "raw")
 
     def __init__(self) -> None:
         self.bounds: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.raw: tuple[int, ...] = ()
-        self.offsets: list[int] | None = None  # None while no bin has wrapped
-        self.totals: list[int] = []
+        # What wrapping added to each bin; None while no bin has wrapped. A change makes a new
+        # list, so a snapshot may keep the one it was given.
+        self.offsets: list[int] | None = None
         # The C path (pages that carry their decoded struct): the last counts and the offsets as
         # C arrays, which nvme_ebs_unwrap compares with a page's and adds to.
         self.c_last = ffi.new("uint32_t[]", NVME_EBS_MAX_BINS)
         self.c_offsets = ffi.new("uint64_t[]", NVME_EBS_MAX_BINS)
         self.c_ready = False  # c_last holds the last read's counts
 
-    def update(self, hist: LatencyHistogram, decoded: object = None, offset: int = 0) -> list[int]:
-        """`decoded` is the page's struct when it has one (EbsStats.decoded), `offset` where
-        this histogram sits in it."""
+    def update(self, hist: LatencyHistogram, decoded: object = None, offset: int = 0) -> None:
+        """Takes a read's counts. `decoded` is the page's struct when it has one
+        (EbsStats.decoded), `offset` where this histogram sits in it."""
         counts = hist.counts
         last = self.bounds
         # The decoder hands out the same edge tuples while a device's bins stay the same.
@@ -46,22 +47,20 @@ class WrapCounter:
             self.offsets = None
             ffi.memmove(self.c_offsets, bytes(8 * NVME_EBS_MAX_BINS), 8 * NVME_EBS_MAX_BINS)
             self._remember(counts)
-            self.totals = list(counts)
-            return self.totals
+            return
         if decoded is not None and self.c_ready:
             if lib.nvme_ebs_unwrap(decoded, offset, self.c_last, self.c_offsets):
                 self.offsets = ffi.unpack(self.c_offsets, len(counts))
             self.raw = counts
-            return self._totals(counts)
+            return
         if counts == self.raw:
-            return self.totals
+            return
         if not all(map(operator.ge, counts, self.raw)):  # some bin wrapped since the last read
             offsets = self.offsets or [0] * len(counts)
             self.offsets = [o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)]
             if len(counts) <= NVME_EBS_MAX_BINS:
                 self.c_offsets[0 : len(counts)] = self.offsets
         self._remember(counts)
-        return self._totals(counts)
 
     def _remember(self, counts: tuple[int, ...]) -> None:
         self.raw = counts
@@ -69,9 +68,10 @@ class WrapCounter:
         if self.c_ready:
             self.c_last[0 : len(counts)] = counts
 
-    def _totals(self, counts: tuple[int, ...]) -> list[int]:
-        self.totals = list(counts) if self.offsets is None else list(map(operator.add, counts, self.offsets))
-        return self.totals
-
     def reset(self) -> None:
         self.bounds = None
+
+
+def totals(counts: tuple[int, ...], offsets: list[int] | None) -> list[int]:
+    """A histogram's monotonic bin totals: its counts plus what wrapping added."""
+    return list(counts) if offsets is None else list(map(operator.add, counts, offsets))
