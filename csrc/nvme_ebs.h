@@ -149,13 +149,21 @@ struct nvme_ebs_family_text {
     int scale_digits;         /* -1: the value is written as an integer */
 };
 
+/* Where a text written in pieces stands. Start from all zeros. */
+struct nvme_ebs_render_pos {
+    size_t family;  /* the family being written: nfamilies once the text is complete */
+    size_t piece;   /* within it: 0 its header, then 1 + the index of each volume's lines */
+    size_t needed;  /* after a call that could write nothing: the room its next piece takes */
+};
+
 /*
- * The families, each its header then its lines for the n volumes, into out; returns the bytes
- * the text takes. When that is more than cap, out holds a truncated text: call again with a
- * buffer that large.
+ * The families, each its header then its lines for the n volumes, written from `pos` on into
+ * out, whole pieces only (a header, or a volume's lines of one family), as many as fit in cap;
+ * returns the bytes written and moves `pos` past them. Returns 0 with pos->needed set when the
+ * next piece alone is larger than cap, and 0 once pos->family is nfamilies.
  */
-size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
-                                size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n);
+size_t nvme_ebs_render_next(char *out, size_t cap, const struct nvme_ebs_family_text *families, size_t nfamilies,
+                            const struct nvme_ebs_volume_text *volumes, size_t n, struct nvme_ebs_render_pos *pos);
 /*
  * A histogram's 32-bit counts made monotonic: compares the counts of the histogram at
  * `histogram_offset` in `now` with `last` (the previous read's, of the same bins: the caller

@@ -235,29 +235,47 @@ static void put_histogram(struct writer *w, const struct nvme_ebs_family_text *f
     put(w, "\n", 1);
 }
 
-size_t nvme_ebs_render_families(char *out, size_t cap, const struct nvme_ebs_family_text *families,
-                                size_t nfamilies, const struct nvme_ebs_volume_text *volumes, size_t n)
+/* One piece of a family: its header (vol NULL), or the line(s) of one volume. */
+static void put_piece(struct writer *w, const struct nvme_ebs_family_text *family,
+                      const struct nvme_ebs_volume_text *vol)
+{
+    if (!vol) {
+        put_text(w, family->header);
+    } else if (family->histogram) {
+        put_histogram(w, family, vol);
+    } else {
+        put_text(w, family->name);
+        put_text(w, vol->labels);
+        put(w, "} ", 2);
+        put_value(w, family, field_u64(vol->stats, family->value_offset));
+        put(w, "\n", 1);
+    }
+}
+
+size_t nvme_ebs_render_next(char *out, size_t cap, const struct nvme_ebs_family_text *families, size_t nfamilies,
+                            const struct nvme_ebs_volume_text *volumes, size_t n, struct nvme_ebs_render_pos *pos)
 {
     struct writer w = {out, out + cap, 0};
-    size_t f, i;
 
-    for (f = 0; f < nfamilies; f++) {
-        const struct nvme_ebs_family_text *family = &families[f];
+    pos->needed = 0;
+    while (pos->family < nfamilies) {
+        char *start = w.p;
+        size_t before = w.needed;
 
-        put_text(&w, family->header);
-        for (i = 0; i < n; i++) {
-            if (family->histogram) {
-                put_histogram(&w, family, &volumes[i]);
-                continue;
-            }
-            put_text(&w, family->name);
-            put_text(&w, volumes[i].labels);
-            put(&w, "} ", 2);
-            put_value(&w, family, field_u64(volumes[i].stats, family->value_offset));
-            put(&w, "\n", 1);
+        if (pos->piece > n) { /* a position handed in past the volumes: go on with the next family */
+            pos->family++, pos->piece = 0;
+            continue;
         }
+        put_piece(&w, &families[pos->family], pos->piece ? &volumes[pos->piece - 1] : NULL);
+        if (w.needed - before != (size_t)(w.p - start)) { /* did not fit: left for the next call */
+            if (start == out)
+                pos->needed = w.needed - before;
+            return (size_t)(start - out);
+        }
+        if (++pos->piece > n)
+            pos->family++, pos->piece = 0;
     }
-    return w.needed;
+    return (size_t)(w.p - out);
 }
 
 int nvme_ebs_unwrap(const struct nvme_ebs_stats *now, size_t histogram_offset, uint32_t *last, uint64_t *offsets)

@@ -15,7 +15,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .http_protocol import HttpError, HttpProtocol, Request, RequestHead, Response
@@ -137,15 +137,60 @@ class ServedConnection:
             return False
         else:
             response = await self._respond(request)
-        for piece in http.respond(response, close=self._stopping.is_set()):
-            writer.write(piece)
-        await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+        if isinstance(response.body, bytes):
+            for piece in http.respond(response, close=self._stopping.is_set()):
+                writer.write(piece)
+            await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+        elif not await self._stream(request, response, response.body, writer, http):
+            return False
         if http.start_next_cycle():
             return True
         if not self._stopping.is_set():  # the client may have sent more: see _drain
             self.busy = False
             await self._drain(writer, reader)
         return False
+
+    async def _stream(
+        self,
+        request: Request,
+        response: Response,
+        body: Iterator[bytes],
+        writer: asyncio.StreamWriter,
+        http: HttpProtocol,
+    ) -> bool:
+        """Sends a body drawn piece by piece, each written once the one before has gone to the
+        socket; False when it failed half-way (logged) and the connection must be dropped."""
+        close = self._stopping.is_set()
+        try:
+            if not http.sends_body(response):
+                writer.write(http.head(response, close=close, length=None))
+            else:
+                try:  # the first piece before the head: a failure there can still be a 500
+                    piece: bytes | None = next(body, None)
+                except Exception:
+                    log.exception("handler failed for %s %s", request.method, request.path)
+                    for wire in http.respond(error_response(500, "internal server error"), close=close):
+                        writer.write(wire)
+                    await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+                    return True
+                writer.write(http.head(response, close=close, length=None))
+                while piece is not None:
+                    writer.writelines(http.data(piece))  # a chunk's framing and data: one send
+                    if writer.transport.get_write_buffer_size():  # the socket did not take it all
+                        await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+                    try:
+                        piece = next(body, None)
+                    except Exception:
+                        log.exception("handler failed while sending %s %s", request.method, request.path)
+                        writer.transport.abort()
+                        return False
+            writer.write(http.end())
+            await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+            return True
+        finally:
+            close_body = getattr(body, "close", None)
+            if close_body is not None:
+                close_body()
 
     async def _send_final(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import http
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from types import MappingProxyType
@@ -43,18 +43,20 @@ class Request:
 
 @dataclass(frozen=True)
 class Response:
-    """What a handler returns. The server adds Date, Content-Length and Connection itself."""
+    """What a handler returns. The server adds Date, Content-Length (or chunked framing) and
+    Connection itself. `body` is bytes, or an iterator of bytes pieces that the server draws
+    from its event loop as it sends them (so each piece must come quickly), never for HEAD."""
 
     status: int
-    body: bytes
+    body: bytes | Iterator[bytes]
     content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, int) or not 200 <= self.status <= 599:
             raise ValueError(f"HTTP status must be an integer in 200..599, got {self.status!r}")
-        if not isinstance(self.body, bytes):
-            raise TypeError(f"response body must be bytes, got {type(self.body).__name__}")
+        if not isinstance(self.body, (bytes, Iterator)):
+            raise TypeError(f"response body must be bytes or an iterator of bytes, got {type(self.body).__name__}")
         _check_field_value("Content-Type", self.content_type)
         for name, value in self.headers.items():
             if not isinstance(name, str) or not _TOKEN.fullmatch(name):
@@ -183,24 +185,40 @@ class HttpProtocol:
             self._h11.next_event()  # the empty body's EndOfMessage: the client's side is done
         return head
 
+    def sends_body(self, response: Response) -> bool:
+        """Whether the answer to the current request carries `response`'s body (not for HEAD)."""
+        return self._method != b"HEAD" and response.status not in _NO_BODY_STATUSES
+
     def respond(self, response: Response, *, close: bool) -> list[bytes]:
-        """The wire pieces of `response` to the current request (the head, then the body unless
-        the request was HEAD); with `close` the response says Connection: close."""
-        without_body = self._method == b"HEAD" or response.status in _NO_BODY_STATUSES
+        """The wire pieces of a response with a bytes body to the current request (the head, then
+        the body unless the request was HEAD); with `close` the response says Connection: close."""
+        assert isinstance(response.body, bytes)
+        pieces = [self.head(response, close=close, length=len(response.body))]
+        if response.body and self.sends_body(response):
+            pieces += self.data(response.body)
+        end = self.end()  # nothing, with a Content-Length
+        return [*pieces, end] if end else pieces
+
+    def head(self, response: Response, *, close: bool, length: int | None) -> bytes:
+        """The response's head; a body of unknown `length` goes chunked (close-delimited to an
+        HTTP/1.0 client)."""
         headers = [(b"Date", _http_date()), (b"Content-Type", response.content_type.strip(" \t").encode("ascii"))]
-        if response.status not in _NO_BODY_STATUSES:
-            headers.append((b"Content-Length", str(len(response.body)).encode("ascii")))
+        if response.status not in _NO_BODY_STATUSES and length is not None:
+            headers.append((b"Content-Length", str(length).encode("ascii")))
         for name, value in response.headers.items():  # h11 refuses blanks around a value
             headers.append((name.encode("ascii"), value.strip(" \t").encode("ascii")))
         if close:
             headers.append((b"Connection", b"close"))
         event = h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status))
-        pieces = [self._h11.send(event) or b""]
-        if response.body and not without_body:
-            # Passed through, not joined: the 2 MB exposition is written as it is, never copied.
-            pieces.extend(self._h11.send_with_data_passthrough(h11.Data(data=response.body)) or ())
-        self._h11.send(h11.EndOfMessage())
-        return pieces
+        return self._h11.send(event) or b""
+
+    def data(self, piece: bytes) -> list[bytes]:
+        """A piece of the body, framed; passed through, not joined, so it is never copied."""
+        return list(self._h11.send_with_data_passthrough(h11.Data(data=piece)) or ())
+
+    def end(self) -> bytes:
+        """The end of the body (a chunked body's last chunk), possibly b""."""
+        return self._h11.send(h11.EndOfMessage()) or b""
 
     def start_next_cycle(self) -> bool:
         """After a response: True when the connection is kept alive for another request."""

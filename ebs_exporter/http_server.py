@@ -10,7 +10,8 @@ ClientHello stops every HTTPS scrape. Here one event loop (in its own thread) ow
 - a request head must arrive within `header_timeout` and fit in `max_header_bytes`
   (slowloris clients are closed and never hold a worker thread);
 - the handler is blocking (it reads devices): at most `max_concurrent_requests` calls run at
-  once, in a thread pool of that size; the others wait on a semaphore in the loop;
+  once, in a thread pool of that size; the others wait on a semaphore in the loop. A body it
+  returns as an iterator is drawn in the loop, a piece each time the socket took the last one;
 - the certificate files are re-read when they change (`tls.ReloadingContext`).
 
 Each connection is served by `http_connection` (deadlines, answers, the close); requests are

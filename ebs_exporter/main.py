@@ -22,8 +22,8 @@ from .selection import Selector
 from .sources import HostSource, Source
 
 log = logging.getLogger("ebs_exporter")
-# glibc's malloc, unless the environment says otherwise: two arenas for the few threads, and a
-# scrape's large buffers (a 2 MB body) mapped on their own, so they go back to the system when
+# glibc's malloc, unless the environment says otherwise: two arenas for the few threads, and
+# blocks larger than a body's pieces mapped on their own, so they go back to the system when
 # freed instead of staying in some thread's arena.
 MALLOC_ARENAS = 2
 MALLOC_MMAP_THRESHOLD = 256 * 1024

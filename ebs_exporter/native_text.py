@@ -1,16 +1,15 @@
 """The page families' lines written by the C renderer (csrc/render.c) from the decoded structs.
 
 Everything but the numbers comes from metrics.py's table, prepared here once: a family's line
-names and headers, a volume's labels, a bin layout's `le` texts. Per scrape, one C call writes
-every page family of a page kind, for every volume, into the body's own buffer, reading the
-numbers straight from each page's `struct nvme_ebs_stats` (EbsStats.decoded). render.py's
+names and headers, a volume's labels, a bin layout's `le` texts. Per scrape, C calls write every
+page family of a page kind, for every volume, a buffer's worth at a time, reading the numbers
+straight from each page's `struct nvme_ebs_stats` (EbsStats.decoded). render.py's
 Python lines are the reference it is held to, byte for byte (tests/test_native_render.py).
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from nvme_ebs import LatencyHistogram, PageKind
@@ -20,6 +19,11 @@ from nvme_ebs._nvme_ebs_c import ffi, lib
 from . import metrics
 from .metrics import Family
 from .snapshot import VolumeSample
+
+# The pieces a body is written in: small enough to come from, and go back to, the heap (glibc
+# maps blocks from 256 KiB on their own, and each fresh page costs a fault), large enough that a
+# scrape of 128 volumes takes a few dozen.
+CHUNK_BYTES = 64 * 1024
 
 
 def _text(keep: list[object], data: bytes) -> Any:
@@ -65,7 +69,6 @@ class FamilyTexts:
     def __init__(self, texts: Sequence[FamilyText]) -> None:
         self.texts = list(texts)  # keeps every text the array points into
         self.array = ffi.new("struct nvme_ebs_family_text[]", len(self.texts))
-        self.room = 1  # bytes of the buffer the next text is written into
         for i, text in enumerate(self.texts):
             self.array[i] = text.struct[0]
 
@@ -117,20 +120,17 @@ def volumes(
     return out
 
 
-def write(out: io.BytesIO, families: FamilyTexts, vols: Any, n: int) -> None:
-    """Appends every family's text, for every volume, to `out`, written in place: the buffer
-    is grown to the size the last text took (plus room), written into, and cut to the text."""
-    start = out.seek(0, io.SEEK_END)
-    room = families.room
-    while True:
-        out.seek(start + room - 1)
-        out.write(b"\0")  # grows the buffer
-        with out.getbuffer() as view:
-            target = ffi.from_buffer(view, require_writable=True) + start
-            needed = lib.nvme_ebs_render_families(target, room, families.array, len(families.texts), vols, n)
-            del target
-        if needed <= room:
-            break
-        room = families.room = needed + needed // 8  # the first scrape, or more volumes: again
-    out.truncate(start + needed)
-    out.seek(start + needed)
+def chunks(families: FamilyTexts, vols: Any, n: int, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Every family's text, for every volume, in pieces of at most `size` bytes (larger only if
+    one volume's lines of a family are). Each piece is a copy: the one buffer is written again."""
+    buf = ffi.new("char[]", size)
+    pos = ffi.new("struct nvme_ebs_render_pos *")
+    count = len(families.texts)
+    while pos.family < count:
+        written = lib.nvme_ebs_render_next(buf, len(buf), families.array, count, vols, n, pos)
+        if written:
+            yield ffi.buffer(buf, written)[:]
+        elif pos.needed:
+            buf = ffi.new("char[]", pos.needed)
+        else:
+            return

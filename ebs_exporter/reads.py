@@ -5,7 +5,8 @@ collection does not wait for it, and the device is not asked again while that re
 Reads start in two workers: while one waits in its ioctl (outside the interpreter's lock), the
 other decodes the page before; more threads than that only take the lock from each other. Each
 `budget` the round is still open, another worker joins, so slow or hung devices still cost the
-deadline, not the sum of their reads.
+deadline, not the sum of their reads. A round may be given more reads after it started (the
+collector starts the volumes it knows before discovery, and adds the new ones after).
 """
 
 from __future__ import annotations
@@ -15,20 +16,27 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+# What each read came to, by id(item): its result or its exception. (typing's spelling: the
+# alias is evaluated at import, and Python 3.9 has no `X | None` there.)
+Outcomes = dict[int, tuple[Optional[R], Optional[BaseException]]]
 
-class _Round(Generic[T, R]):
+
+class ReadRound(Generic[T, R]):
     """The reads of one collection; late answers from hung devices land nowhere."""
 
-    def __init__(self, items: Sequence[T], read: Callable[[T], R]) -> None:
-        self.queue = collections.deque(items)
+    def __init__(self, read: Callable[[T], R], deadline: float, parallel: bool) -> None:
         self.read = read
-        self.results: dict[int, tuple[R | None, BaseException | None]] = {}
-        self.pending = len(items)
+        self.deadline = deadline
+        self.parallel = parallel
+        self.queue: collections.deque[T] = collections.deque()
+        self.results: Outcomes[R] = {}
+        self.pending = 0
+        self.running = 0  # workers draining the queue (one may be stuck in a hung read)
         self.done = threading.Condition()
 
 
@@ -52,44 +60,64 @@ class ReadScheduler:
     def busy(self, item: object) -> bool:
         return id(item) in self._busy
 
-    def run(
-        self, items: Sequence[T], read: Callable[[T], R], parallel: bool = True
-    ) -> dict[int, tuple[R | None, BaseException | None]]:
+    def run(self, items: Sequence[T], read: Callable[[T], R], parallel: bool = True) -> Outcomes[R]:
+        """start(), then wait(): see wait()."""
+        return self.wait(self.start(items, read, parallel))
+
+    def start(self, items: Sequence[T], read: Callable[[T], R], parallel: bool = True) -> ReadRound[T, R]:
+        """A round whose deadline runs from now, its reads started. With `parallel` False (reads
+        that hold the GIL, the simulator's: threads only add overhead) they run in wait()."""
+        rnd: ReadRound[T, R] = ReadRound(read, time.monotonic() + self.timeout, parallel)
+        self.add(rnd, items)
+        return rnd
+
+    def add(self, rnd: ReadRound[T, R], items: Sequence[T]) -> None:
+        """More reads for a started round (an item still stuck in an earlier read is left out)."""
+        ready = [item for item in items if not self.busy(item)]
+        if not ready:
+            return
+        with rnd.done:
+            rnd.queue.extend(ready)
+            rnd.pending += len(ready)
+            if not rnd.parallel:
+                return
+            # The first round starts every worker it may use, so that the pool has its threads
+            # from the start: a later slow round wakes them, it does not grow the process.
+            wanted = min(self.start_workers if self._warm else self.workers, self.workers, len(rnd.queue))
+            self._warm = True
+            joining = max(0, wanted - rnd.running)
+            rnd.running += joining
+        for _ in range(joining):
+            self._pool.submit(self._drain, rnd)
+
+    def wait(self, rnd: ReadRound[T, R]) -> Outcomes[R]:
         """Outcomes keyed by id(item); an item missing from the result ran out of time (or was
         still stuck in an earlier read, so it was not asked again). Every exception a read raises
         comes back as its outcome, never out of here."""
-        ready = [item for item in items if not self.busy(item)]
-        if not ready:
-            return {}
-        rnd = _Round(ready, read)
-        if not parallel:  # reads that hold the GIL (the simulator): threads only add overhead
+        if not rnd.parallel:
+            with rnd.done:
+                rnd.running += 1
             self._drain(rnd)
             return rnd.results
-        # The first round starts every worker it may use, so that the pool has its threads from
-        # the start: a later slow round wakes them, it does not grow the process.
-        first = min(self.start_workers if self._warm else self.workers, self.workers, len(ready))
-        self._warm = True
-        for _ in range(first):
-            self._pool.submit(self._drain, rnd)
-        idle = min(self.workers, len(ready)) - first  # workers that may still join
-        deadline = time.monotonic() + self.timeout
         with rnd.done:
             while rnd.pending:
-                left = deadline - time.monotonic()
+                left = rnd.deadline - time.monotonic()
                 if left <= 0:
                     break
-                if not rnd.done.wait(min(left, self.budget) if idle else left) and idle and rnd.queue:
-                    self._pool.submit(self._drain, rnd)  # still open after a budget: one more worker
-                    idle -= 1
+                may_join = rnd.running < self.workers and bool(rnd.queue)
+                if not rnd.done.wait(min(left, self.budget) if may_join else left) and may_join and rnd.queue:
+                    rnd.running += 1  # still open after a budget: one more worker
+                    self._pool.submit(self._drain, rnd)
             rnd.queue.clear()  # out of time: start no further reads for this round
             return dict(rnd.results)
 
-    def _drain(self, rnd: _Round[T, R]) -> None:
+    def _drain(self, rnd: ReadRound[T, R]) -> None:
         while True:
-            try:
+            with rnd.done:  # taking an item and leaving are one step: add() never strands one
+                if not rnd.queue:
+                    rnd.running -= 1
+                    return
                 item = rnd.queue.popleft()
-            except IndexError:
-                return
             with self._busy_lock:
                 self._busy.add(id(item))
             try:

@@ -5,16 +5,16 @@ samples) its generate_latest costs tens of times more per scrape (`make bench` h
 which under the DaemonSet's 100m CPU limit becomes wall time. Everything in a line but its number
 is built once: the `le` texts once per bin layout (shared by every volume with those bins), the
 name-and-labels heads once per volume. A scrape converts each distinct number of a histogram once
-and joins; the text leaves here encoded, in blocks of a few kB, so that the HTTP body is put
-together with a single copy. `client_families.py` yields the same samples through
-prometheus_client, and the parity test holds the two to the same output.
+and joins; the text leaves here encoded, in pieces (`Renderer.chunks`) that the server sends as
+they come, so that no scrape holds its whole body. `client_families.py` yields the same samples
+through prometheus_client, and the parity test holds the two to the same output.
 """
 
 from __future__ import annotations
 
 import io
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import TypeVar
 
@@ -125,17 +125,18 @@ class Renderer:
         self._device_labels: dict[str, str] = {}
         self._error_text: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
 
-    def write(
-        self, out: io.BytesIO, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
-    ) -> None:
-        """Appends the exporter's own families to `out`, encoded: the C renderer writes the page
-        families straight into its buffer, the rest goes in blocks of a few kB."""
-        emit = out.write
+    def chunks(
+        self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
+    ) -> Iterator[bytes]:
+        """The exporter's own families, encoded, in pieces: the C renderer's of at most
+        native_text.CHUNK_BYTES, then a block for each other group of families."""
         texts = [self._volume_text(s.state) for s in snapshot.samples]
         for kind in PageKind:
             chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
             if chosen:
-                self._page_families(out, kind, chosen, openmetrics)
+                yield from self._page_families(kind, chosen, openmetrics)
+        blocks: list[bytes] = []
+        emit = blocks.append
         if snapshot.samples:
             _header(emit, metrics.VOLUME_INFO, openmetrics)
             emit(b"".join([self._info_line(s.state, t) for s, t in zip(snapshot.samples, texts)]))
@@ -151,12 +152,18 @@ class Renderer:
             _header(emit, family, openmetrics)
             labels = ",".join(f'{k}="{escape_label(build[k])}"' for k in family.labels)
             emit(f"{family.exposed_name()}{{{labels}}} 1\n".encode())
+        yield b"".join(blocks)
+
+    def write(
+        self, out: io.BytesIO, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
+    ) -> None:
+        """Appends the exporter's own families to `out`, encoded."""
+        for chunk in self.chunks(snapshot, openmetrics, build):
+            out.write(chunk)
 
     def render(self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None) -> str:
         """The exporter's own families as text (process metrics come from prometheus_client's registry)."""
-        out = io.BytesIO()
-        self.write(out, snapshot, openmetrics, build)
-        return out.getvalue().decode()
+        return b"".join(self.chunks(snapshot, openmetrics, build)).decode()
 
     def _volume_text(self, state: VolumeState) -> _VolumeText:
         text = self._volumes.get(state)
@@ -165,32 +172,30 @@ class Renderer:
         return text
 
     def _page_families(
-        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
-    ) -> None:
+        self, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
+    ) -> Iterator[bytes]:
         if self.native and all(s.stats.decoded is not None for s, _ in chosen):
-            self._native_page_families(out, kind, chosen, openmetrics)
+            keep: list[object] = []  # what the C structs point to, alive while the pieces are written
+            labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
+            vols = native_text.volumes(labelled, self._native_layout, keep)
+            yield from native_text.chunks(self._family_texts(kind, openmetrics), vols, len(labelled))
             return
-        emit = out.write
         for family in metrics.SCALARS:
-            _header(emit, family, openmetrics, kind)
+            blocks: list[bytes] = []
+            _header(blocks.append, family, openmetrics, kind)
             head = family.exposed_name(kind) + "{"
             field, scale = family.field, family.scale
             if scale == 1:
                 lines = [f"{head}{t.labels}}} {getattr(s.stats, field)}\n" for s, t in chosen]
             else:
                 lines = [f"{head}{t.labels}}} {getattr(s.stats, field) / scale!r}\n" for s, t in chosen]
-            emit("".join(lines).encode())
+            blocks.append("".join(lines).encode())
+            yield b"".join(blocks)
         for family in metrics.HISTOGRAMS:
-            _header(emit, family, openmetrics, kind, "summary" if self.buckets.as_summary else "")
-            self._histogram(emit, family, family.full_name(kind), chosen)
-
-    def _native_page_families(
-        self, out: io.BytesIO, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
-    ) -> None:
-        keep: list[object] = []
-        labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
-        vols = native_text.volumes(labelled, self._native_layout, keep)
-        native_text.write(out, self._family_texts(kind, openmetrics), vols, len(labelled))
+            blocks = []
+            _header(blocks.append, family, openmetrics, kind, "summary" if self.buckets.as_summary else "")
+            self._histogram(blocks.append, family, family.full_name(kind), chosen)
+            yield b"".join(blocks)
 
     def _family_texts(self, kind: PageKind, openmetrics: bool) -> native_text.FamilyTexts:
         texts = self._native_families.get((kind, openmetrics))

@@ -11,9 +11,10 @@
  *   then        the page's 11 counters (8 bytes each), the counts (4 bytes each), the bucket
  *               indices (1 byte each), the offsets (8 bytes each), the labels (the rest)
  *
- * Checks: the text is written within the buffer at every capacity tried (exact, one short,
- * half), the size reported is the same whatever the capacity, a short buffer holds a prefix
- * of the full text, and every number it writes reads back as the value it stands for. The
+ * Checks: the text is written in whole pieces within the buffer at every capacity tried (each
+ * piece's own size, the whole text's, one short, half), the pieces join into the same text
+ * whatever the capacity, a call writes nothing only when its next piece is larger than the
+ * buffer, and every number it writes reads back as the value it stands for. The
  * page's counts against the same counts reversed go through nvme_ebs_unwrap, checked bin by
  * bin.
  */
@@ -41,17 +42,41 @@ static uint64_t take(struct recipe *r, unsigned bytes)
 
 #define UNWRITTEN 0xA5
 
-/* The text in a heap buffer of exactly `cap` bytes (ASan catches a byte past it), pre-filled. */
+/*
+ * The whole text, written in pieces through a heap buffer of exactly `cap` bytes (ASan catches
+ * a byte past it), which grows only to a piece that does not fit; the pieces joined into *text.
+ * Returns the text's length; *calls counts the calls that wrote something.
+ */
 static size_t render(const struct nvme_ebs_family_text *f, const struct nvme_ebs_volume_text *v, size_t cap,
-                     char **text)
+                     char **text, size_t *calls)
 {
-    char *out = malloc(cap ? cap : 1);
-    size_t needed;
+    struct nvme_ebs_render_pos pos = {0, 0, 0};
+    char *buf = malloc(cap ? cap : 1), *all = NULL;
+    size_t len = 0;
 
-    memset(out, UNWRITTEN, cap ? cap : 1);
-    needed = nvme_ebs_render_families(out, cap, f, 1, v, 1);
-    *text = out;
-    return needed;
+    *calls = 0;
+    while (pos.family < 1) {
+        size_t written;
+
+        memset(buf, UNWRITTEN, cap ? cap : 1);
+        written = nvme_ebs_render_next(buf, cap, f, 1, v, 1, &pos);
+        if (written) {
+            REQUIRE(written <= cap);
+            all = realloc(all, len + written);
+            REQUIRE(all != NULL);
+            memcpy(all + len, buf, written);
+            len += written;
+            ++*calls;
+        } else {
+            REQUIRE(pos.family < 1 && pos.needed > cap); /* only a piece too large stops a call */
+            free(buf);
+            cap = pos.needed;
+            buf = malloc(cap);
+        }
+    }
+    free(buf);
+    *text = all ? all : malloc(1);
+    return len;
 }
 
 /* The value a number in the text stands for: the page's integer, or its division by 10^k. */
@@ -106,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t index[NVME_EBS_MAX_BINS];
     uint64_t offsets[NVME_EBS_MAX_BINS], *counter = &stats.total_read_ops, value;
     char *full, *part;
-    size_t i, needed, again;
+    size_t i, needed, again, calls;
     unsigned control = (unsigned)take(&r, 1), buckets, wraps;
 
     memset(&stats, 0, sizeof(stats));
@@ -162,22 +187,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     v.offsets[0] = wraps ? offsets : NULL;
     value = stats.total_read_time_us;
 
-    needed = render(&f, &v, 0, &full);
-    free(full);
-    again = render(&f, &v, needed, &full);
-    REQUIRE(again == needed);
+    needed = render(&f, &v, 0, &full, &calls); /* each piece in a buffer of its own size */
+    REQUIRE(calls == 2);                        /* the header, then the volume's lines */
     REQUIRE(needed >= f.header.len && memcmp(full, header, f.header.len) == 0);
     if (memchr(v.labels.ptr, '\n', v.labels.len) == NULL && memchr(v.labels.ptr, ' ', v.labels.len) == NULL)
         check_numbers(full + f.header.len, needed - f.header.len, &f, value);
-    for (i = 0; i < 2; i++) {
-        size_t cap = i ? needed / 2 : (needed ? needed - 1 : 0), k = 0;
+    for (i = 0; i < 3; i++) {
+        size_t cap = i == 0 ? needed : i == 1 ? needed - 1 : needed / 2;
 
-        REQUIRE(render(&f, &v, cap, &part) == needed);
-        /* What a short buffer holds is the text's start, then bytes it never wrote. */
-        while (k < cap && part[k] == full[k])
-            k++;
-        while (k < cap)
-            REQUIRE((uint8_t)part[k++] == UNWRITTEN);
+        again = render(&f, &v, cap, &part, &calls);
+        REQUIRE(again == needed && memcmp(part, full, needed) == 0);
+        REQUIRE(i > 0 || calls == 1); /* a buffer the text's size takes it in one call */
         free(part);
     }
     free(full);

@@ -83,7 +83,7 @@ def test_no_other_command_can_be_sent_from_python() -> None:
         "nvme_ebs_decode_stats",
         "nvme_ebs_decode_identity",
         "nvme_ebs_set_timeout_ms",  # the kernel's timeout for both commands: no command of its own
-        "nvme_ebs_render_families",  # writes text from decoded pages: no device involved
+        "nvme_ebs_render_next",  # writes text from decoded pages: no device involved
         "nvme_ebs_unwrap",  # compares a decoded page's counts with the last ones
         "nvme_ebs_tune_malloc",  # malloc parameters of the process
     }

@@ -847,3 +847,131 @@ def test_served_sockets_send_without_waiting_for_acks(serve: ServerFactory) -> N
     assert conn.writer is not None
     sock = conn.writer.get_extra_info("socket")
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def _streaming(pieces: list[bytes], fail_at: int | None = None) -> Callable[[Request], Response]:
+    """A handler whose body is drawn piece by piece; the piece `fail_at` raises instead."""
+
+    def body() -> Iterator[bytes]:
+        for i, piece in enumerate(pieces):
+            if i == fail_at:
+                raise RuntimeError("the body failed")
+            yield piece
+
+    return lambda request: Response(200, body()) if request.path == "/stream" else handler(request)
+
+
+def _chunks(client: Client, found: list[bytes] | None = None) -> list[bytes]:
+    """The chunks of a chunked body, read off the wire as they are framed (into `found`)."""
+    found = [] if found is None else found
+    while True:
+        while b"\r\n" not in client.buf:
+            client._fill()
+        size_line, client.buf = client.buf.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(client.buf) < size + 2:
+            client._fill()
+        data, client.buf = client.buf[:size], client.buf[size + 2 :]
+        if not size:
+            return found
+        found.append(data)
+
+
+def test_an_iterator_body_goes_out_chunked_piece_by_piece(serve: ServerFactory) -> None:
+    pieces = [b"a" * 70_000, b"", b"b\n", os.urandom(200_000)]
+    server = serve(_streaming(pieces))
+    client = Client(server.port)
+    for _ in range(2):  # and the connection goes on
+        client.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        while b"\r\n\r\n" not in client.buf:
+            client._fill()
+        head, client.buf = client.buf.split(b"\r\n\r\n", 1)
+        assert b"Transfer-Encoding: chunked" in head.split(b"\r\n") and b"Content-Length" not in head
+        assert _chunks(client) == [p for p in pieces if p]  # an empty piece sends no chunk
+    assert client.get("/metrics")[2] == METRICS
+
+
+def test_an_iterator_body_to_http_1_0_ends_with_the_close(serve: ServerFactory) -> None:
+    server = serve(_streaming([b"x" * 100_000, b"y"]))
+    client = Client(server.port)
+    client.send(b"GET /stream HTTP/1.0\r\n\r\n")
+    while True:
+        try:
+            client._fill()
+        except EOFError:
+            break
+    head, body = client.buf.split(b"\r\n\r\n", 1)
+    assert b"chunked" not in head.lower() and body == b"x" * 100_000 + b"y"
+
+
+def test_head_of_an_iterator_body_draws_nothing(serve: ServerFactory) -> None:
+    drawn = []
+
+    def body() -> Iterator[bytes]:
+        drawn.append(1)
+        yield b"never sent"
+
+    server = serve(lambda request: Response(200, body()))
+    client = Client(server.port)
+    status, headers, data = client.get("/", method="HEAD")
+    assert status == 200 and data == b"" and headers["transfer-encoding"] == "chunked" and not drawn
+    assert client.get("/", method="HEAD")[0] == 200  # the connection goes on
+
+
+def test_a_body_failing_before_its_first_piece_is_a_500(serve: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    server = serve(_streaming([b"x"], fail_at=0))
+    client = Client(server.port)
+    with caplog.at_level(logging.ERROR, logger="ebs_exporter.http"):
+        status, _, body = client.get("/stream")
+    assert status == 500 and body == b"internal server error\n"
+    assert "the body failed" in caplog.text
+    assert client.get("/metrics")[2] == METRICS  # the same connection still serves
+
+
+def test_a_body_failing_half_way_drops_the_connection_only(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(_streaming([b"x" * 1000, b"y" * 1000, b"z"], fail_at=2))
+    client = Client(server.port)
+    with caplog.at_level(logging.ERROR, logger="ebs_exporter.http"):
+        client.send(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        while b"\r\n\r\n" not in client.buf:
+            client._fill()
+        client.buf = client.buf.split(b"\r\n\r\n", 1)[1]
+        # The pieces before the failure arrive; then the connection ends without the last chunk,
+        # so the client cannot take the truncated body for a whole one.
+        arrived: list[bytes] = []
+        with pytest.raises((EOFError, ConnectionResetError)):
+            _chunks(client, arrived)
+    assert arrived == [b"x" * 1000, b"y" * 1000]
+    assert "the body failed" in caplog.text
+    assert Client(server.port).get("/metrics")[2] == METRICS
+
+
+def test_a_slow_reader_holds_a_piece_not_the_body(serve: ServerFactory) -> None:
+    """The next piece is drawn only once the socket took the last one: a client that does not
+    read keeps the server from drawing the rest (a 2 MB body is never buffered whole)."""
+    drawn: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for i in range(200):
+            drawn.append(i)
+            yield os.urandom(64 * 1024)
+
+    server = serve(lambda request: Response(200, body()))
+    client = Client(server.port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    wait_until(lambda: len(drawn) > 2, "the first pieces")
+    time.sleep(0.5)
+    stalled = len(drawn)
+    assert stalled < 100  # held back by the socket's buffers, not drawn to the end
+    time.sleep(0.5)
+    assert len(drawn) == stalled  # and nothing more while the client does not read
+    total = 0
+    client.sock.settimeout(WAIT)
+    while total < 200 * 64 * 1024:
+        chunk = client.sock.recv(1 << 20)
+        assert chunk
+        total += len(chunk)
+    wait_until(lambda: len(drawn) == 200, "the rest of the body once the client reads")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -24,8 +25,8 @@ U64 = (1 << 64) - 1
 def _both(snapshot: Snapshot, buckets: LatencyBuckets, openmetrics: bool, monkeypatch: pytest.MonkeyPatch) -> str:
     """The C renderer's text, checked to be the Python renderer's; the C renderer must have run."""
     calls = []
-    real = native_text.write
-    monkeypatch.setattr(native_text, "write", lambda *a: calls.append(1) or real(*a))
+    real = native_text.chunks
+    monkeypatch.setattr(native_text, "chunks", lambda *a: calls.append(1) or real(*a))
     native = Renderer(buckets).render(snapshot, openmetrics, BUILD)
     assert calls, "the C renderer did not run"
     python = Renderer(buckets, native=False).render(snapshot, openmetrics, BUILD)
@@ -86,6 +87,28 @@ def test_every_number_is_spelled_as_python_spells_it(counters: list[int]) -> Non
     assert native == Renderer(native=False).render(snapshot)
 
 
+@pytest.mark.parametrize("size", [1, 100, 4096, 70_000])
+def test_the_text_in_pieces_is_the_text_whole(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = _snapshot(64)
+    whole = Renderer().render(snapshot, False, BUILD).encode()
+    real = native_text.chunks
+    pieces: list[bytes] = []
+
+    def small(*args: object) -> Iterator[bytes]:
+        for piece in real(*args, size=size):  # type: ignore[arg-type]
+            pieces.append(piece)
+            yield piece
+
+    monkeypatch.setattr(native_text, "chunks", small)
+    assert b"".join(Renderer().chunks(snapshot, False, BUILD)) == whole
+    assert len(pieces) > 1
+    # Whole pieces only: a histogram's volume block is larger than 4 kB and is never cut.
+    if size == 4096:
+        assert max(map(len, pieces)) > size
+    if size > 64 * 140:  # the largest piece, a 64-bin histogram's lines of one volume, fits
+        assert max(map(len, pieces)) <= size and all(p.endswith(b"\n") for p in pieces)
+
+
 def test_a_page_built_in_python_is_rendered_by_python(monkeypatch: pytest.MonkeyPatch) -> None:
     source = PageSource()
     source.add("nvme1", "vol0cccccccccccccccc", stats_page(2))
@@ -95,7 +118,7 @@ def test_a_page_built_in_python_is_rendered_by_python(monkeypatch: pytest.Monkey
     copied = replace(sample.stats)
     assert copied == sample.stats and copied.decoded is None
     bare = Snapshot([replace(sample, stats=copied)], [], {}, 0.0)
-    monkeypatch.setattr(native_text, "write", None)
+    monkeypatch.setattr(native_text, "chunks", None)
     assert 'ebs_read_ops_total{volume_id="vol-0cccccccccccccccc"' in Renderer().render(bare)
 
 
