@@ -8,6 +8,7 @@ from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 REVISION_FILE = os.path.join("nvme_ebs", "REVISION")
+VERSION_FILE = os.path.join("nvme_ebs", "VERSION")
 
 
 def _revision() -> str:
@@ -28,19 +29,28 @@ def _revision() -> str:
         return "unknown"
 
 
-def _write_revision(root: str) -> None:
-    target = os.path.join(root, REVISION_FILE)
+def _write(root: str, name: str, text: str) -> None:
+    target = os.path.join(root, name)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "w", encoding="ascii") as f:
-        f.write(_revision() + "\n")
+        f.write(text + "\n")
+
+
+def _write_revision(root: str) -> None:
+    _write(root, REVISION_FILE, _revision())
 
 
 class BuildPyWithRevision(build_py):
-    """Writes nvme_ebs/REVISION into the built package, for ebs_exporter_build_info."""
+    """Writes nvme_ebs/REVISION (for ebs_exporter_build_info) and nvme_ebs/VERSION into the
+    built package: the version is then read from a file at run time, not through the package
+    metadata (importlib.metadata and what it imports cost the exporter about 1 MiB)."""
 
     def run(self) -> None:
         super().run()
         _write_revision(self.build_lib)
+        _write(self.build_lib, VERSION_FILE, self.distribution.get_version())
+        if getattr(self, "editable_mode", False):  # an editable install runs the source tree itself
+            _write(".", VERSION_FILE, self.distribution.get_version())
 
 
 class SdistWithRevision(sdist):

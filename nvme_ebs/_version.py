@@ -1,20 +1,33 @@
-"""The distribution's version, read from its installed metadata (pyproject.toml is the one source),
-and the revision it was built from (written into the package by setup.py)."""
+"""The distribution's version (pyproject.toml is the one source) and the revision it was built
+from, both written into the package by setup.py; an installation without them (a source tree
+run in place) falls back to the installed metadata."""
 
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+import os
 
 DISTRIBUTION = "ebs-metrics-exporter"
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
-try:
-    __version__ = version(DISTRIBUTION)
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0.0.0+source"
+
+def _written(name: str) -> str:
+    try:
+        with open(os.path.join(_HERE, name), encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _metadata_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0+source"
+
+
+__version__ = _written("VERSION") or _metadata_version()
 
 
 def revision() -> str:
     """The commit the package was built from, or "unknown" (an editable install, a bare sdist)."""
-    try:
-        return (Path(__file__).parent / "REVISION").read_text(encoding="ascii").strip() or "unknown"
-    except OSError:
-        return "unknown"
+    return _written("REVISION") or "unknown"

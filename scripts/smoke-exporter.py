@@ -42,7 +42,11 @@ def check(condition: bool, message: str) -> None:
 
 def installed_from(venv: Path, cwd: Path, env: dict[str, str]) -> tuple[list[str], str]:
     code = (
-        "import nvme_ebs, ebs_exporter;"
+        "import importlib.metadata, os, nvme_ebs, ebs_exporter;"
+        # The version is read from the file the build wrote, and it is the metadata's.
+        "v = importlib.metadata.version('ebs-metrics-exporter');"
+        "assert open(os.path.join(os.path.dirname(nvme_ebs.__file__), 'VERSION')).read().strip() == v, 'VERSION';"
+        "assert nvme_ebs.__version__ == v, nvme_ebs.__version__;"
         "print(nvme_ebs.__file__); print(ebs_exporter.__file__);"
         "print(','.join(f'{k}=\"{v}\"' for k, v in ebs_exporter.build_info().items()))"
     )
