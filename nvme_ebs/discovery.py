@@ -1,8 +1,12 @@
 """Finds NVMe controllers and their namespaces through sysfs alone (no ioctl, no privilege).
 
 `Discovery` remembers what it read: a controller whose sysfs directory is still the same one
-(device, inode and times) and still names the same serial keeps its attributes and namespaces
-from the last scan, so a steady node costs a stat, a serial read and a listing per controller.
+(device, inode, times and link count), still holds its namespaces and still names the same
+serial keeps its attributes from the last scan, so a steady node costs a stat per controller and
+per namespace, and a serial read. sysfs keeps a directory's times when entries come and go, but
+its link count is 2 + its subdirectories, and a namespace is one: with the known ones still
+there, an unchanged count means no namespace came or went. Where directories do not count their
+subdirectories (a crafted tree on a filesystem that leaves the count at 1), it is listed instead.
 """
 
 from __future__ import annotations
@@ -114,11 +118,28 @@ def _namespaces(listing: list[str], controller: str, subsystems: Callable[[], di
     return sorted({f"nvme{m.group(1)}n{m.group(2)}" for m in derived if m}, key=_natural)
 
 
+def _entry(directory: str) -> tuple[int, int, int, int, int] | None:
+    """What tells that a directory is still the one read: device, inode, times, link count."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_nlink)
+
+
 @dataclass(frozen=True)
 class _Known:
-    entry: tuple[int, int, int, int]  # st_dev, st_ino, st_ctime_ns, st_mtime_ns of the directory
+    entry: tuple[int, int, int, int, int]  # _entry() of the directory
     listing: list[str]
     device: NvmeController
+
+    def unchanged(self, cdir: str) -> bool:
+        """The same namespaces (see the module docstring) and serial as when read."""
+        if self.entry[4] < 2:  # no count of subdirectories to go by
+            same = _listing(cdir) == self.listing
+        else:
+            same = all(os.path.isdir(f"{cdir}/{namespace}") for namespace in self.device.namespaces)
+        return same and _read_attr(cdir, "serial") == self.device.serial
 
 
 class Discovery:
@@ -149,20 +170,13 @@ class Discovery:
             self._names = (names, _matching(names, _CONTROLLER))
         for controller in self._names[1]:
             cdir = f"{class_dir}/{controller}"
-            try:
-                st = os.stat(cdir)
-            except OSError:  # read as before, without remembering it
-                entry = None
-            else:
-                entry = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
+            entry = _entry(cdir)  # None: read as before, without remembering it
             last = self._known.get(controller)
-            # The same directory as last time (so one found inside sysfs then): listed right away.
-            if last is not None and last.entry == entry:
-                listing = _listing(cdir)
-                if listing == last.listing and _read_attr(cdir, "serial") == last.device.serial:
-                    known[controller] = last  # a name reused is a new serial, read again below
-                    devices.append(last.device)
-                    continue
+            # The same directory as last time (so one found inside sysfs then).
+            if last is not None and last.entry == entry and last.unchanged(cdir):
+                known[controller] = last  # a name reused is a new serial, read again below
+                devices.append(last.device)
+                continue
             if not inside(cdir):
                 continue
             listing = _listing(cdir)

@@ -424,3 +424,33 @@ def test_a_changed_controller_is_read_again(tree: SysfsTree, monkeypatch: pytest
     os.utime(cdir, ns=(1, 1))  # the directory's times moved: everything is read again
     scan.scan()
     assert sorted(reads) == ["firmware_rev", "model", "serial", "transport"]
+
+
+@pytest.mark.parametrize("counts_subdirectories", [True, False])
+def test_namespaces_that_come_and_go_under_times_that_stay(
+    tree: SysfsTree, monkeypatch: pytest.MonkeyPatch, counts_subdirectories: bool
+) -> None:
+    """sysfs leaves a directory's times alone when entries come and go: only its link count
+    moves. Here the times are held still as sysfs would; without a count of subdirectories
+    (nlink 1, as on some filesystems) the directory is listed instead."""
+    from nvme_ebs import discovery
+
+    real = discovery._entry
+
+    def sysfs_like(directory: str) -> tuple[int, int, int, int, int] | None:
+        entry = real(directory)
+        if entry is None:
+            return None
+        return (entry[0], entry[1], 0, 0, entry[4] if counts_subdirectories else 1)
+
+    monkeypatch.setattr(discovery, "_entry", sysfs_like)
+    cdir = tree.add_controller("nvme0", EBS_MODEL, EBS_SERIAL)
+    scan = discovery.Discovery(str(tree.root), DEV)
+    first = scan.scan()[0]
+    assert first.namespaces == ("nvme0n1",) and scan.scan()[0] is first  # steady: kept
+    (cdir / "nvme0n2").mkdir()  # one more subdirectory
+    assert scan.scan()[0].namespaces == ("nvme0n1", "nvme0n2")
+    (cdir / "nvme0n1").rename(cdir / "nvme0n3")  # one namespace for another: the same count
+    assert scan.scan()[0].namespaces == ("nvme0n2", "nvme0n3")
+    steady = scan.scan()[0]
+    assert scan.scan()[0] is steady
