@@ -37,7 +37,8 @@ class ReadRound(Generic[T, R]):
         self.results: Outcomes[R] = {}
         self.pending = 0
         self.running = 0  # workers draining the queue (one may be stuck in a hung read)
-        self.done = threading.Condition()
+        self.lock = threading.Lock()  # over all of the above; taken once per read
+        self.done = threading.Condition(self.lock)  # notified when nothing is pending
 
 
 class ReadScheduler:
@@ -50,8 +51,8 @@ class ReadScheduler:
         self.start_workers = start_workers
         # Room for a worker per hung device on top of the ones doing the work.
         self._pool = ThreadPoolExecutor(max_workers=workers * 4, thread_name_prefix="ebs-read")
-        self._busy: set[int] = set()  # ids of items whose read is in flight (maybe hung)
-        self._busy_lock = threading.Lock()
+        # ids of items whose read is in flight (maybe hung); a set's add and discard are atomic
+        self._busy: set[int] = set()
         self._warm = False
 
     def close(self) -> None:
@@ -76,7 +77,7 @@ class ReadScheduler:
         ready = [item for item in items if not self.busy(item)]
         if not ready:
             return
-        with rnd.done:
+        with rnd.lock:
             rnd.queue.extend(ready)
             rnd.pending += len(ready)
             if not rnd.parallel:
@@ -95,7 +96,7 @@ class ReadScheduler:
         still stuck in an earlier read, so it was not asked again). Every exception a read raises
         comes back as its outcome, never out of here."""
         if not rnd.parallel:
-            with rnd.done:
+            with rnd.lock:
                 rnd.running += 1
             self._drain(rnd)
             return rnd.results
@@ -112,23 +113,26 @@ class ReadScheduler:
             return dict(rnd.results)
 
     def _drain(self, rnd: ReadRound[T, R]) -> None:
+        busy = self._busy
+        with rnd.lock:  # taking an item and leaving are one step: add() never strands one
+            if not rnd.queue:
+                rnd.running -= 1
+                return
+            item = rnd.queue.popleft()
         while True:
-            with rnd.done:  # taking an item and leaving are one step: add() never strands one
-                if not rnd.queue:
-                    rnd.running -= 1
-                    return
-                item = rnd.queue.popleft()
-            with self._busy_lock:
-                self._busy.add(id(item))
+            busy.add(id(item))
             try:
                 result: tuple[R | None, BaseException | None] = (rnd.read(item), None)
             except Exception as e:  # every failure becomes an outcome, never a failed collection
                 result = (None, e)
             finally:
-                with self._busy_lock:
-                    self._busy.discard(id(item))
-            with rnd.done:
+                busy.discard(id(item))
+            with rnd.lock:  # the outcome in, and the next item out, in one step
                 rnd.results[id(item)] = result
                 rnd.pending -= 1
                 if not rnd.pending:
                     rnd.done.notify_all()
+                if not rnd.queue:
+                    rnd.running -= 1
+                    return
+                item = rnd.queue.popleft()
