@@ -100,19 +100,12 @@ class Collector:
 
     def _collect(self) -> Snapshot:
         started = time.perf_counter()
-        # The volumes of the last collection are read at once, while discovery runs. It confirms
-        # them: a volume whose device is gone or now another one gets a new state, read below,
-        # and its early read is dropped (a read after discovery could have met the change too).
-        known = list(self.volumes.states.values())
-        reads = self.reads.start(known, self._read, self.source.parallel_reads)
         devices = self.discover()
         kinds = collections.Counter(d.kind.value for d in devices)
         chosen, missing = self.selector.choose(devices)
         self._note_volumes(chosen)
         states = self.volumes.reconcile(chosen)
-        asked = set(map(id, known))
-        self.reads.add(reads, [s for s in states if id(s) not in asked])
-        outcomes = self.reads.wait(reads)
+        outcomes = self.reads.run(states, self._read, self.source.parallel_reads)
 
         samples = []
         for state in states:

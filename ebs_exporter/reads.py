@@ -5,8 +5,7 @@ collection does not wait for it, and the device is not asked again while that re
 Reads start in two workers: while one waits in its ioctl (outside the interpreter's lock), the
 other decodes the page before; more threads than that only take the lock from each other. Each
 `budget` the round is still open, another worker joins, so slow or hung devices still cost the
-deadline, not the sum of their reads. A round may be given more reads after it started (the
-collector starts the volumes it knows before discovery, and adds the new ones after).
+deadline, not the sum of their reads.
 """
 
 from __future__ import annotations
@@ -29,13 +28,12 @@ Outcomes = dict[int, tuple[Optional[R], Optional[BaseException]]]
 class ReadRound(Generic[T, R]):
     """The reads of one collection; late answers from hung devices land nowhere."""
 
-    def __init__(self, read: Callable[[T], R], deadline: float, parallel: bool) -> None:
+    def __init__(self, read: Callable[[T], R], deadline: float, items: Sequence[T]) -> None:
         self.read = read
         self.deadline = deadline
-        self.parallel = parallel
-        self.queue: collections.deque[T] = collections.deque()
+        self.queue = collections.deque(items)
         self.results: Outcomes[R] = {}
-        self.pending = 0
+        self.pending = len(items)
         self.running = 0  # workers draining the queue (one may be stuck in a hung read)
         self.lock = threading.Lock()  # over all of the above; taken once per read
         self.done = threading.Condition(self.lock)  # notified when nothing is pending
@@ -62,44 +60,24 @@ class ReadScheduler:
         return id(item) in self._busy
 
     def run(self, items: Sequence[T], read: Callable[[T], R], parallel: bool = True) -> Outcomes[R]:
-        """start(), then wait(): see wait()."""
-        return self.wait(self.start(items, read, parallel))
-
-    def start(self, items: Sequence[T], read: Callable[[T], R], parallel: bool = True) -> ReadRound[T, R]:
-        """A round whose deadline runs from now, its reads started. With `parallel` False (reads
-        that hold the GIL, the simulator's: threads only add overhead) they run in wait()."""
-        rnd: ReadRound[T, R] = ReadRound(read, time.monotonic() + self.timeout, parallel)
-        self.add(rnd, items)
-        return rnd
-
-    def add(self, rnd: ReadRound[T, R], items: Sequence[T]) -> None:
-        """More reads for a started round (an item still stuck in an earlier read is left out)."""
-        ready = [item for item in items if not self.busy(item)]
-        if not ready:
-            return
-        with rnd.lock:
-            rnd.queue.extend(ready)
-            rnd.pending += len(ready)
-            if not rnd.parallel:
-                return
-            # The first round starts every worker it may use, so that the pool has its threads
-            # from the start: a later slow round wakes them, it does not grow the process.
-            wanted = min(self.start_workers if self._warm else self.workers, self.workers, len(rnd.queue))
-            self._warm = True
-            joining = max(0, wanted - rnd.running)
-            rnd.running += joining
-        for _ in range(joining):
-            self._pool.submit(self._drain, rnd)
-
-    def wait(self, rnd: ReadRound[T, R]) -> Outcomes[R]:
         """Outcomes keyed by id(item); an item missing from the result ran out of time (or was
         still stuck in an earlier read, so it was not asked again). Every exception a read raises
-        comes back as its outcome, never out of here."""
-        if not rnd.parallel:
-            with rnd.lock:
-                rnd.running += 1
+        comes back as its outcome, never out of here. With `parallel` False (reads that hold the
+        GIL, the simulator's: threads only add overhead) the reads run here, one after the other."""
+        ready = [item for item in items if not self.busy(item)]
+        if not ready:
+            return {}
+        rnd: ReadRound[T, R] = ReadRound(read, time.monotonic() + self.timeout, ready)
+        if not parallel:
+            rnd.running = 1
             self._drain(rnd)
             return rnd.results
+        # The first round starts every worker it may use, so that the pool has its threads from
+        # the start: a later slow round wakes them, it does not grow the process.
+        rnd.running = min(self.start_workers if self._warm else self.workers, self.workers, len(ready))
+        self._warm = True
+        for _ in range(rnd.running):
+            self._pool.submit(self._drain, rnd)
         with rnd.done:
             while rnd.pending:
                 left = rnd.deadline - time.monotonic()
@@ -114,7 +92,7 @@ class ReadScheduler:
 
     def _drain(self, rnd: ReadRound[T, R]) -> None:
         busy = self._busy
-        with rnd.lock:  # taking an item and leaving are one step: add() never strands one
+        with rnd.lock:
             if not rnd.queue:
                 rnd.running -= 1
                 return

@@ -7,7 +7,6 @@ import time
 
 from pagesource import PageSource, stats_page
 
-import nvme_ebs
 from ebs_exporter.collector import Collector
 from ebs_exporter.selection import Selector
 from ebs_exporter.snapshot import DeviceHealth, Snapshot
@@ -190,55 +189,3 @@ def test_concurrent_scrapes_share_one_read_per_device() -> None:
     assert len(results) == 4 and all(len(r.samples) == 1 for r in results)
     assert source.reads == 1
     collector.close()
-
-
-class _DiscoveryWaitsForARead(PageSource):
-    """Discovery that, once armed, returns only after a read has begun (or gives up after WAIT)."""
-
-    WAIT = 10.0
-
-    def __init__(self) -> None:
-        super().__init__(parallel_reads=True)
-        self.armed = False
-        self.read_begun = threading.Event()
-        self.overlapped: list[bool] = []
-        self.read_serials: list[tuple[str, str]] = []
-
-    def discover(self) -> list[NvmeController]:
-        if self.armed:
-            self.overlapped.append(self.read_begun.wait(self.WAIT))
-        return super().discover()
-
-    def read_stats(self, device: NvmeController):  # type: ignore[no-untyped-def]
-        self.read_begun.set()
-        self.read_serials.append((device.controller, device.serial))
-        return super().read_stats(device)
-
-
-def test_known_volumes_are_read_while_discovery_runs_and_a_changed_one_again() -> None:
-    source = _DiscoveryWaitsForARead()
-    source.add("nvme1", "vol0aaaaaaaaaaaaaaaa", stats_page(1))
-    source.add("nvme2", "vol0bbbbbbbbbbbbbbbb", stats_page(2))
-    collector = Collector(source, device_timeout=5)
-    try:
-        collector.collect()  # nothing known yet: discovery, then the reads
-        source.armed = True
-        source.read_serials.clear()
-        # Another volume behind nvme2 since the last collection: its early read is of a device
-        # that discovery then finds changed, so it is dropped and the new volume read afresh.
-        replaced = source.find("nvme2")
-        assert replaced is not None
-        replaced.serial, replaced.page = "vol0cccccccccccccccc", stats_page(3)
-        snapshot = collector.collect()
-        assert source.overlapped == [True]  # a read had begun before discovery returned
-        assert _volumes(snapshot) == {"nvme1n1": "vol-0aaaaaaaaaaaaaaaa", "nvme2n1": "vol-0cccccccccccccccc"}
-        assert sorted(source.read_serials) == [
-            ("nvme1", "vol0aaaaaaaaaaaaaaaa"),
-            ("nvme2", "vol0bbbbbbbbbbbbbbbb"),  # the early read, under the state it had
-            ("nvme2", "vol0cccccccccccccccc"),  # the new volume's own read
-        ]
-        new = next(s for s in snapshot.samples if s.state.name == "nvme2n1")
-        assert new.state.serial == "vol0cccccccccccccccc" and new.stats == nvme_ebs.parse_log_page(stats_page(3))
-        assert all(h.up for h in snapshot.health)
-    finally:
-        collector.close()
