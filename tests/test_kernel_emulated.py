@@ -121,7 +121,12 @@ def test_keep_alive_reaches_the_emulator(guest: Any) -> None:
 
 def test_discovery_finds_the_emulated_volumes(guest: Any) -> None:
     connected = check(guest, "emulated_connect")
-    by_controller = {d["controller"]: d for d in check(guest, "emulated_discover")["devices"]}
+    found = check(guest, "emulated_discover")
+    by_controller = {d["controller"]: d for d in found["devices"]}
+    # What discovery takes for a steady controller: sysfs counts its subdirectories (a
+    # namespace, or a multipath path node, is one) in the directory's link count.
+    links = found["sysfs"]["links"]
+    assert links and all(c["nlink"] == 2 + c["subdirs"] and c["subdirs"] >= 1 for c in links.values()), links
     for volume in STARTED:
         entry = connected[volume.serial]
         dev = by_controller[entry["controller"]]

@@ -178,7 +178,15 @@ def sysfs_snapshot() -> dict[str, Any]:
         "block": [b for b in listdir("/sys/block") if b.startswith("nvme")],
         "dev": [d for d in listdir("/dev") if d.startswith("nvme")],
         "multipath": read_text("/sys/module/nvme_core/parameters/multipath"),
+        # Discovery takes a controller directory's link count as 2 + its subdirectories.
+        "links": {c: directory_links(f"/sys/class/nvme/{c}") for c in listdir("/sys/class/nvme")},
     }
+
+
+def directory_links(path: str) -> dict[str, int]:
+    """A directory's link count, and the subdirectories a listing shows (symlinks not followed)."""
+    subdirs = sum(1 for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    return {"nlink": os.stat(path).st_nlink, "subdirs": subdirs}
 
 
 # --------------------------------------------------------------------------- raw baseline
