@@ -117,8 +117,8 @@ class Collector:
                 state.fail(reason_for(error), str(error))
             else:
                 state.fail(TIMEOUT, f"no answer within {self.device_timeout:g} s")
-        health = [DeviceHealth(s.name, s.reason is None, dict(s.errors)) for s in states]
-        health += [DeviceHealth(s.name, False, dict(s.errors)) for s in self.volumes.not_found(missing)]
+        health = [DeviceHealth(s.name, s.reason is None, s.errors) for s in states]
+        health += [DeviceHealth(s.name, False, s.errors) for s in self.volumes.not_found(missing)]
         return Snapshot(
             samples=samples,
             health=health,

@@ -123,7 +123,7 @@ class Renderer:
         # Dropped with the volume's state: a replaced volume never keeps its predecessor's text.
         self._volumes: weakref.WeakKeyDictionary[VolumeState, _VolumeText] = weakref.WeakKeyDictionary()
         self._device_labels: dict[str, str] = {}
-        self._error_text: dict[str, tuple[tuple[tuple[str, int], ...], bytes]] = {}
+        self._error_text: dict[str, tuple[Mapping[str, int], bytes]] = {}
 
     def chunks(
         self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
@@ -282,17 +282,17 @@ class Renderer:
             emit(b"".join(errors))
 
     def _error_lines(self, health: DeviceHealth) -> bytes:
-        """A device's error counter lines, rewritten only when one of its counts moved."""
-        counts = tuple(health.errors.items())
+        """A device's error counter lines, rewritten only when its counts are another dict (a
+        volume's state replaces its counts when one moves, see VolumeState.errors)."""
         cached = self._error_text.get(health.name)
-        if cached is not None and cached[0] == counts:
+        if cached is not None and (cached[0] is health.errors or cached[0] == health.errors):
             return cached[1]
         head = metrics.DEVICE_ERRORS.exposed_name()
         device = self._device(health.name)
-        text = "".join([f'{head}{{{device},reason="{r}"}} {n}\n' for r, n in sorted(counts)]).encode()
+        text = "".join([f'{head}{{{device},reason="{r}"}} {n}\n' for r, n in sorted(health.errors.items())]).encode()
         if len(self._error_text) >= _DEVICE_LABELS_KEPT:
             self._error_text.clear()
-        self._error_text[health.name] = (counts, text)
+        self._error_text[health.name] = (health.errors, text)
         return text
 
 

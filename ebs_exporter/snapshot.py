@@ -36,7 +36,7 @@ class VolumeSample:
 class DeviceHealth:
     name: str
     up: bool
-    errors: dict[str, int]
+    errors: dict[str, int]  # the volume state's own counts, which it replaces and never changes
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class VolumeState:
     identity: ControllerIdentity | None = None
     identify_attempts: int = 0
     reason: str | None = None
-    # Every reason from 0, so that rate() and increase() see a device's first failure.
+    # Every reason from 0, so that rate() and increase() see a device's first failure. Replaced
+    # by a new dict at each count, never changed in place: a snapshot keeps the one it was given.
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ALL_REASONS, 0))
     wraps: dict[str, WrapCounter] = field(default_factory=lambda: {h.field: WrapCounter() for h in HISTOGRAMS})
     last_ops: tuple[int, int] = (0, 0)
@@ -96,7 +97,7 @@ class VolumeState:
         }
 
     def count_error(self, reason: str) -> None:
-        self.errors[reason] += 1
+        self.errors = {**self.errors, reason: self.errors[reason] + 1}
 
     def accept(self, stats: EbsStats) -> None:
         """A successful read: the wrap bookkeeping follows its histograms (see wrap_offsets)."""
