@@ -25,7 +25,7 @@ R = TypeVar("R")
 Outcomes = dict[int, tuple[Optional[R], Optional[BaseException]]]
 
 
-class ReadRound(Generic[T, R]):
+class _Round(Generic[T, R]):
     """The reads of one collection; late answers from hung devices land nowhere."""
 
     def __init__(self, read: Callable[[T], R], deadline: float, items: Sequence[T]) -> None:
@@ -67,7 +67,7 @@ class ReadScheduler:
         ready = [item for item in items if not self.busy(item)]
         if not ready:
             return {}
-        rnd: ReadRound[T, R] = ReadRound(read, time.monotonic() + self.timeout, ready)
+        rnd: _Round[T, R] = _Round(read, time.monotonic() + self.timeout, ready)
         if not parallel:
             rnd.running = 1
             self._drain(rnd)
@@ -90,7 +90,7 @@ class ReadScheduler:
             rnd.queue.clear()  # out of time: start no further reads for this round
             return dict(rnd.results)
 
-    def _drain(self, rnd: ReadRound[T, R]) -> None:
+    def _drain(self, rnd: _Round[T, R]) -> None:
         busy = self._busy
         with rnd.lock:
             if not rnd.queue:

@@ -128,8 +128,9 @@ class Renderer:
     def chunks(
         self, snapshot: Snapshot, openmetrics: bool = False, build: Mapping[str, str] | None = None
     ) -> Iterator[bytes]:
-        """The exporter's own families, encoded, in pieces: the C renderer's of at most
-        native_text.CHUNK_BYTES, then a block for each other group of families."""
+        """The exporter's own families, encoded, in pieces: the page families (the C renderer's
+        pieces of at most native_text.CHUNK_BYTES, or a block per family from Python), then one
+        block with the rest."""
         texts = [self._volume_text(s.state) for s in snapshot.samples]
         for kind in PageKind:
             chosen = [(s, t) for s, t in zip(snapshot.samples, texts) if s.stats.kind is kind]
