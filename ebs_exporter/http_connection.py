@@ -175,6 +175,9 @@ class ServedConnection:
                     return True
                 writer.write(http.head(response, close=close, length=None))
                 while piece is not None:
+                    if writer.transport.is_closing():  # the client went away: draw nothing more
+                        log.debug("client gone while sending %s %s", request.method, request.path)
+                        return False
                     writer.writelines(http.data(piece))  # a chunk's framing and data: one send
                     if writer.transport.get_write_buffer_size():  # the socket did not take it all
                         await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)

@@ -975,3 +975,25 @@ def test_a_slow_reader_holds_a_piece_not_the_body(serve: ServerFactory) -> None:
         assert chunk
         total += len(chunk)
     wait_until(lambda: len(drawn) == 200, "the rest of the body once the client reads")
+
+
+def test_a_client_gone_mid_body_stops_the_drawing_quietly(
+    serve: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a write fails, the rest of the body is not drawn, and asyncio is not left to warn
+    about every further write to the dead socket."""
+    drawn: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for i in range(200):
+            drawn.append(i)
+            yield os.urandom(64 * 1024)
+
+    server = serve(lambda request: Response(200, body()))
+    with caplog.at_level(logging.DEBUG):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        client.close()  # before reading: the first pieces meet a reset
+        wait_until(lambda: not server._connections, "the connection to be dropped")
+    assert len(drawn) < 200
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
