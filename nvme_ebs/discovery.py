@@ -3,10 +3,11 @@
 `Discovery` remembers what it read: a controller whose sysfs directory is still the same one
 (device, inode, times and link count), still holds its namespaces and still names the same
 serial keeps its attributes from the last scan, so a steady node costs a stat per controller and
-per namespace, and a serial read. sysfs keeps a directory's times when entries come and go, but
-its link count is 2 + its subdirectories, and a namespace is one: with the known ones still
-there, an unchanged count means no namespace came or went. Where directories do not count their
-subdirectories (a crafted tree on a filesystem that leaves the count at 1), it is listed instead.
+per namespace, and a read of the serial (through a descriptor kept open). sysfs keeps a
+directory's times when entries come and go, but its link count is 2 + its subdirectories, and a
+namespace is one: with the known ones still there, an unchanged count means no namespace came
+or went. Where directories do not count their subdirectories (a crafted tree on a filesystem
+that leaves the count at 1), it is listed instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,18 +28,37 @@ _PATH_NAMESPACE = re.compile(r"nvme([0-9]+)c[0-9]+n([0-9]+)")
 _ATTR_LIMIT = 256
 
 
-def _read_attr(directory: str, name: str) -> str:
-    """A short attribute file; anything but a regular file (a FIFO in a crafted tree) reads as empty."""
+def _open_attr(directory: str, name: str) -> int:
+    """A descriptor of a short attribute file, or -1: anything but a regular file (a FIFO in a
+    crafted tree) is not opened for reading."""
     try:
         fd = os.open(f"{directory}/{name}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
+        return -1
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return -1
+
+
+def _pread_attr(fd: int) -> str:
+    """The attribute's value now: sysfs answers a read at offset 0 afresh."""
+    try:
+        return os.pread(fd, _ATTR_LIMIT, 0).decode("ascii", "replace").strip()
+    except OSError:  # the controller went away (ENODEV)
+        return ""
+
+
+def _read_attr(directory: str, name: str) -> str:
+    """A short attribute file's value; anything but a regular file reads as empty."""
+    fd = _open_attr(directory, name)
+    if fd < 0:
         return ""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, _ATTR_LIMIT).decode("ascii", "replace").strip()
-    except OSError:
-        return ""
+        return _pread_attr(fd)
     finally:
         os.close(fd)
 
@@ -132,6 +153,7 @@ class _Known:
     entry: tuple[int, int, int, int, int]  # _entry() of the directory
     listing: list[str]
     device: NvmeController
+    serial_fd: int  # the serial attribute, kept open: a read is one call, not four; -1 if none
 
     def unchanged(self, cdir: str) -> bool:
         """The same namespaces (see the module docstring) and serial as when read."""
@@ -139,20 +161,43 @@ class _Known:
             same = _listing(cdir) == self.listing
         else:
             same = all(os.path.isdir(f"{cdir}/{namespace}") for namespace in self.device.namespaces)
-        return same and _read_attr(cdir, "serial") == self.device.serial
+        return same and self.serial_fd >= 0 and _pread_attr(self.serial_fd) == self.device.serial
+
+    def forget(self) -> None:
+        if self.serial_fd >= 0:
+            os.close(self.serial_fd)
 
 
 class Discovery:
-    """Scans `sysfs` as discover() does, reading again only what may have changed."""
+    """Scans `sysfs` as discover() does, reading again only what may have changed. It keeps a
+    descriptor open per steady controller (its serial attribute) until the controller changes
+    or close() is called; scans from several threads take turns."""
 
     def __init__(self, sysfs: str = "/sys", dev: str = "/dev") -> None:
         self.sysfs = sysfs
         self.dev = dev
         self._known: dict[str, _Known] = {}
         self._names: tuple[list[str], list[str]] = ([], [])  # class/nvme's listing, and its controllers in order
+        # One scan at a time: a scan closes the descriptors of what changed, which another
+        # scan must not be reading (a closed number can come back as another file).
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            for known in self._known.values():
+                known.forget()
+            self._known = {}
+
+    def __del__(self) -> None:
+        for known in getattr(self, "_known", {}).values():
+            known.forget()
 
     def scan(self) -> list[NvmeController]:
         """Every NVMe controller under `sysfs` (see discover())."""
+        with self._lock:
+            return self._scan()
+
+    def _scan(self) -> list[NvmeController]:
         class_dir = f"{self.sysfs}/class/nvme"
         inside = _inside(self.sysfs)
         index: dict[str, str] | None = None
@@ -183,7 +228,11 @@ class Discovery:
             device = self._read(cdir, controller, listing, subsystems)
             devices.append(device)
             if entry is not None and device.namespaces == tuple(_matching(listing, _NAMESPACE)):
-                known[controller] = _Known(entry, listing, device)  # multipath heads are listed elsewhere
+                # (Multipath heads are listed elsewhere: not remembered.)
+                known[controller] = _Known(entry, listing, device, _open_attr(cdir, "serial"))
+        for name, old in self._known.items():
+            if known.get(name) is not old:
+                old.forget()
         self._known = known
         return devices
 

@@ -396,16 +396,38 @@ def _attribute_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_a_steady_controller_costs_only_its_serial(tree: SysfsTree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvme_ebs import discovery
     from nvme_ebs.discovery import Discovery
 
     tree.add_controller("nvme0", EBS_MODEL, EBS_SERIAL)
     tree.add_controller("nvme1", INSTANCE_STORE_MODEL, INSTANCE_STORE_SERIAL)
     scan = Discovery(str(tree.root), DEV)
     first = scan.scan()
-    reads = _attribute_reads(monkeypatch)
+    opened = _attribute_reads(monkeypatch)
+    preads: list[int] = []
+    real = discovery._pread_attr
+    monkeypatch.setattr(discovery, "_pread_attr", lambda fd: preads.append(fd) or real(fd))
     again = scan.scan()
     assert again == first and all(a is b for a, b in zip(again, first))
-    assert reads == ["serial", "serial"]
+    # Each serial read again through the descriptor kept open: no attribute file opened.
+    assert opened == [] and len(preads) == 2 and len(set(preads)) == 2
+    scan.close()
+    for fd in preads:  # close() gives the descriptors back
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_descriptors_of_controllers_that_go_are_closed(tree: SysfsTree) -> None:
+    from nvme_ebs.discovery import Discovery
+
+    tree.add_controller("nvme0", EBS_MODEL, EBS_SERIAL)
+    scan = Discovery(str(tree.root), DEV)
+    before = len(os.listdir("/proc/self/fd"))
+    scan.scan()
+    assert len(os.listdir("/proc/self/fd")) == before + 1  # nvme0's serial
+    (tree.class_dir / "nvme0").unlink()  # the controller goes
+    assert scan.scan() == []
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_a_changed_controller_is_read_again(tree: SysfsTree, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,6 +127,8 @@ def test_discovery_finds_the_emulated_volumes(guest: Any) -> None:
     # namespace, or a multipath path node, is one) in the directory's link count.
     links = found["sysfs"]["links"]
     assert links and all(c["nlink"] == 2 + c["subdirs"] and c["subdirs"] >= 1 for c in links.values()), links
+    # And a serial read again at offset 0 through the descriptor discovery keeps is the serial.
+    assert all(c["serials"][0].strip() and len(set(c["serials"])) == 1 for c in links.values()), links
     for volume in STARTED:
         entry = connected[volume.serial]
         dev = by_controller[entry["controller"]]

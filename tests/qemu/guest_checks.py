@@ -183,10 +183,17 @@ def sysfs_snapshot() -> dict[str, Any]:
     }
 
 
-def directory_links(path: str) -> dict[str, int]:
-    """A directory's link count, and the subdirectories a listing shows (symlinks not followed)."""
+def directory_links(path: str) -> dict[str, Any]:
+    """A directory's link count, and the subdirectories a listing shows (symlinks not followed);
+    and its serial read, then read again at offset 0 through the same descriptor, as discovery
+    does for a steady controller."""
     subdirs = sum(1 for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
-    return {"nlink": os.stat(path).st_nlink, "subdirs": subdirs}
+    fd = os.open(f"{path}/serial", os.O_RDONLY)
+    try:
+        serials = [os.read(fd, 256).decode(), os.pread(fd, 256, 0).decode(), os.pread(fd, 256, 0).decode()]
+    finally:
+        os.close(fd)
+    return {"nlink": os.stat(path).st_nlink, "subdirs": subdirs, "serials": serials}
 
 
 # --------------------------------------------------------------------------- raw baseline
