@@ -948,17 +948,22 @@ def test_a_body_failing_half_way_drops_the_connection_only(
     assert Client(server.port).get("/metrics")[2] == METRICS
 
 
+def _counting(drawn: list[int], pieces: int = 200) -> Callable[[Request], Response]:
+    """A handler whose body is `pieces` pieces of 64 KiB, each noted in `drawn` as it is drawn."""
+
+    def body() -> Iterator[bytes]:
+        for i in range(pieces):
+            drawn.append(i)
+            yield os.urandom(64 * 1024)
+
+    return lambda request: Response(200, body())
+
+
 def test_a_slow_reader_holds_a_piece_not_the_body(serve: ServerFactory) -> None:
     """The next piece is drawn only once the socket took the last one: a client that does not
     read keeps the server from drawing the rest (a 2 MB body is never buffered whole)."""
     drawn: list[int] = []
-
-    def body() -> Iterator[bytes]:
-        for i in range(200):
-            drawn.append(i)
-            yield os.urandom(64 * 1024)
-
-    server = serve(lambda request: Response(200, body()))
+    server = serve(_counting(drawn))
     client = Client(server.port)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     client.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -983,13 +988,7 @@ def test_a_client_gone_mid_body_stops_the_drawing_quietly(
     """Once a write fails, the rest of the body is not drawn, and asyncio is not left to warn
     about every further write to the dead socket."""
     drawn: list[int] = []
-
-    def body() -> Iterator[bytes]:
-        for i in range(200):
-            drawn.append(i)
-            yield os.urandom(64 * 1024)
-
-    server = serve(lambda request: Response(200, body()))
+    server = serve(_counting(drawn))
     with caplog.at_level(logging.DEBUG):
         client = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
         client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
