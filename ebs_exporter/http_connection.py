@@ -138,9 +138,7 @@ class ServedConnection:
         else:
             response = await self._respond(request)
         if isinstance(response.body, bytes):
-            for piece in http.respond(response, close=self._stopping.is_set()):
-                writer.write(piece)
-            await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+            await self._send(writer, http, response, close=self._stopping.is_set())
         elif not await self._stream(request, response, response.body, writer, http):
             return False
         if http.start_next_cycle():
@@ -169,9 +167,7 @@ class ServedConnection:
                     piece: bytes | None = next(body, None)
                 except Exception:
                     log.exception("handler failed for %s %s", request.method, request.path)
-                    for wire in http.respond(error_response(500, "internal server error"), close=close):
-                        writer.write(wire)
-                    await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+                    await self._send(writer, http, error_response(500, "internal server error"), close=close)
                     return True
                 writer.write(http.head(response, close=close, length=None))
                 while piece is not None:
@@ -180,7 +176,7 @@ class ServedConnection:
                         return False
                     writer.writelines(http.data(piece))  # a chunk's framing and data: one send
                     if writer.transport.get_write_buffer_size():  # the socket did not take it all
-                        await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+                        await self._flush(writer)
                     try:
                         piece = next(body, None)
                     except Exception:
@@ -188,12 +184,23 @@ class ServedConnection:
                         writer.transport.abort()
                         return False
             writer.write(http.end())
-            await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+            await self._flush(writer)
             return True
         finally:
             close_body = getattr(body, "close", None)
             if close_body is not None:
                 close_body()
+
+    async def _send(self, writer: asyncio.StreamWriter, http: HttpProtocol, response: Response, *, close: bool) -> None:
+        """A response whose body is bytes, written whole, then flushed."""
+        for piece in http.respond(response, close=close):
+            writer.write(piece)
+        await self._flush(writer)
+
+    async def _flush(self, writer: asyncio.StreamWriter) -> None:
+        """Wait until the transport's buffer is low again; a client that reads nothing for
+        idle_timeout is given up."""
+        await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
 
     async def _send_final(
         self,
@@ -203,9 +210,7 @@ class ServedConnection:
         response: Response,
     ) -> None:
         """Send a final response and drain the connection."""
-        for piece in http.respond(response, close=True):
-            writer.write(piece)
-        await asyncio.wait_for(writer.drain(), self._limits.idle_timeout)
+        await self._send(writer, http, response, close=True)
         self.busy = False  # stop() need not wait for the rest
         await self._drain(writer, reader)
 
