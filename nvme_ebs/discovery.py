@@ -45,10 +45,10 @@ def _open_attr(directory: str, name: str) -> int:
 
 
 def _pread_attr(fd: int) -> str:
-    """The attribute's value now: sysfs answers a read at offset 0 afresh."""
+    """The attribute's value now (sysfs answers a read at offset 0 afresh); empty for fd -1."""
     try:
         return os.pread(fd, _ATTR_LIMIT, 0).decode("ascii", "replace").strip()
-    except OSError:  # the controller went away (ENODEV)
+    except OSError:  # the controller went away (ENODEV), or no file was opened (EBADF)
         return ""
 
 
@@ -225,11 +225,14 @@ class Discovery:
             if not inside(cdir):
                 continue
             listing = _listing(cdir)
-            device = self._read(cdir, controller, listing, subsystems)
+            serial_fd = _open_attr(cdir, "serial")  # read now, and kept if the controller is remembered
+            device = self._read(cdir, controller, listing, subsystems, _pread_attr(serial_fd))
             devices.append(device)
             if entry is not None and device.namespaces == tuple(_matching(listing, _NAMESPACE)):
                 # (Multipath heads are listed elsewhere: not remembered.)
-                known[controller] = _Known(entry, listing, device, _open_attr(cdir, "serial"))
+                known[controller] = _Known(entry, listing, device, serial_fd)
+            elif serial_fd >= 0:
+                os.close(serial_fd)
         for name, old in self._known.items():
             if known.get(name) is not old:
                 old.forget()
@@ -242,6 +245,7 @@ class Discovery:
         controller: str,
         listing: list[str],
         subsystems: Callable[[], dict[str, str]],
+        serial: str,
     ) -> NvmeController:
         model = _read_attr(cdir, "model")
         namespaces = tuple(_namespaces(listing, controller, subsystems))
@@ -251,7 +255,7 @@ class Discovery:
             namespaces=namespaces,
             block_device=os.path.join(self.dev, namespaces[0]) if namespaces else None,
             model=model,
-            serial=_read_attr(cdir, "serial"),
+            serial=serial,
             firmware=_read_attr(cdir, "firmware_rev"),
             kind=VolumeKind.from_model(model),
             transport=_read_attr(cdir, "transport") or "pcie",

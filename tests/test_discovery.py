@@ -387,11 +387,13 @@ def test_a_fifo_in_a_crafted_tree_does_not_hang_discovery(tree: SysfsTree) -> No
 
 
 def _attribute_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the attribute files discovery opens from now on (each read opens one, but a
+    steady controller's serial, read through a descriptor kept open)."""
     from nvme_ebs import discovery
 
     reads: list[str] = []
-    real = discovery._read_attr
-    monkeypatch.setattr(discovery, "_read_attr", lambda d, name: reads.append(name) or real(d, name))
+    real = discovery._open_attr
+    monkeypatch.setattr(discovery, "_open_attr", lambda d, name: reads.append(name) or real(d, name))
     return reads
 
 
