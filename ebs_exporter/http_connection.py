@@ -160,29 +160,28 @@ class ServedConnection:
         socket; False when it failed half-way (logged) and the connection must be dropped."""
         close = self._stopping.is_set()
         try:
-            if not http.sends_body(response):
-                writer.write(http.head(response, close=close, length=None))
-            else:
+            piece: bytes | None = None  # HEAD: the head alone, nothing drawn
+            if http.sends_body(response):
                 try:  # the first piece before the head: a failure there can still be a 500
-                    piece: bytes | None = next(body, None)
+                    piece = next(body, None)
                 except Exception:
                     log.exception("handler failed for %s %s", request.method, request.path)
                     await self._send(writer, http, error_response(500, "internal server error"), close=close)
                     return True
-                writer.write(http.head(response, close=close, length=None))
-                while piece is not None:
-                    if writer.transport.is_closing():  # the client went away: draw nothing more
-                        log.debug("client gone while sending %s %s", request.method, request.path)
-                        return False
-                    writer.writelines(http.data(piece))  # a chunk's framing and data: one send
-                    if writer.transport.get_write_buffer_size():  # the socket did not take it all
-                        await self._flush(writer)
-                    try:
-                        piece = next(body, None)
-                    except Exception:
-                        log.exception("handler failed while sending %s %s", request.method, request.path)
-                        writer.transport.abort()
-                        return False
+            writer.write(http.head(response, close=close, length=None))
+            while piece is not None:
+                if writer.transport.is_closing():  # the client went away: draw nothing more
+                    log.debug("client gone while sending %s %s", request.method, request.path)
+                    return False
+                writer.writelines(http.data(piece))  # a chunk's framing and data: one send
+                if writer.transport.get_write_buffer_size():  # the socket did not take it all
+                    await self._flush(writer)
+                try:
+                    piece = next(body, None)
+                except Exception:
+                    log.exception("handler failed while sending %s %s", request.method, request.path)
+                    writer.transport.abort()
+                    return False
             writer.write(http.end())
             await self._flush(writer)
             return True
