@@ -184,13 +184,16 @@ class Discovery:
 
     def close(self) -> None:
         with self._lock:
-            for known in self._known.values():
-                known.forget()
-            self._known = {}
+            self._forget_all()
 
     def __del__(self) -> None:
-        for known in getattr(self, "_known", {}).values():
+        if hasattr(self, "_known"):  # not when __init__ failed
+            self._forget_all()
+
+    def _forget_all(self) -> None:
+        for known in self._known.values():
             known.forget()
+        self._known = {}
 
     def scan(self) -> list[NvmeController]:
         """Every NVMe controller under `sysfs` (see discover())."""
@@ -199,8 +202,14 @@ class Discovery:
 
     def _scan(self) -> list[NvmeController]:
         class_dir = f"{self.sysfs}/class/nvme"
-        inside = _inside(self.sysfs)
+        prefix: Callable[[str], bool] | None = None
         index: dict[str, str] | None = None
+
+        def inside(path: str) -> bool:  # sysfs resolved once, and only if a controller is read again
+            nonlocal prefix
+            if prefix is None:
+                prefix = _inside(self.sysfs)
+            return prefix(path)
 
         def subsystems() -> dict[str, str]:  # listed once, and only if a multipath controller needs it
             nonlocal index

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .device import DeviceNode
-from .discovery import discover
+from .discovery import Discovery
 from .model import EbsStats, NvmeController, VolumeKind
 from .top import CounterReset, IoRates, Quantile, VolumeRates, volume_rates, worst_first_key
 
@@ -119,12 +119,17 @@ class Top:
     dev: str
     interval: float
     volumes: dict[tuple[str, str], _Volume] = field(default_factory=dict)
+    # One discovery for all refreshes: a steady controller is not read again each time.
+    discovery: Discovery = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.discovery = Discovery(self.sysfs, self.dev)
 
     def refresh(self) -> list[Line]:
         """Discover, read every volume (waiting at most half an interval for the reads started
         now, not at all for one still out from an earlier refresh), and compute the lines."""
         volumes: dict[tuple[str, str], _Volume] = {}
-        for device in discover(self.sysfs, self.dev):
+        for device in self.discovery.scan():
             if device.kind in KINDS:  # keyed by serial too: another volume on the same node is new
                 key = (device.controller_path, device.serial)
                 volumes[key] = self.volumes.get(key) or _Volume(device)
@@ -246,6 +251,8 @@ def run(sysfs: str, dev: str, interval: float, count: int | None, out: TextIO) -
             return _loop(top, count, screen, out)
     except KeyboardInterrupt:
         return 0
+    finally:
+        top.discovery.close()
 
 
 def _loop(top: Top, count: int | None, screen: Screen | None, out: TextIO) -> int:
