@@ -99,11 +99,7 @@ class VolumeLabels:
         self.layouts: list[LayoutText | None] = [None] * len(metrics.HISTOGRAMS)
 
 
-def volumes(
-    chosen: Sequence[tuple[VolumeSample, VolumeLabels]],
-    layout: Any,
-    keep: list[object],
-) -> Any:
+def volumes(chosen: Sequence[tuple[VolumeSample, VolumeLabels]], layout: Any) -> Any:
     """The `struct nvme_ebs_volume_text` array of one scrape (never shared between scrapes).
     `layout(labels, slot, hist)` gives the LayoutText of a volume's histogram."""
     out = ffi.new("struct nvme_ebs_volume_text[]", len(chosen))
@@ -114,9 +110,8 @@ def volumes(
         for slot, family in enumerate(metrics.HISTOGRAMS):
             vol.layout[slot] = layout(labels, slot, getattr(sample.stats, family.field)).struct
             offsets = sample.offsets.get(family.field)
-            if offsets is not None:
-                vol.offsets[slot] = buf = ffi.new("uint64_t[]", offsets)
-                keep.append(buf)
+            if offsets is not None:  # the sample keeps its C array alive
+                vol.offsets[slot] = offsets.c
     return out
 
 

@@ -176,9 +176,8 @@ class Renderer:
         self, kind: PageKind, chosen: Sequence[tuple[VolumeSample, _VolumeText]], openmetrics: bool
     ) -> Iterator[bytes]:
         if self.native and all(s.stats.decoded is not None for s, _ in chosen):
-            keep: list[object] = []  # what the C structs point to, alive while the pieces are written
             labelled = [(s, t.native or self._native_labels(t)) for s, t in chosen]
-            vols = native_text.volumes(labelled, self._native_layout, keep)
+            vols = native_text.volumes(labelled, self._native_layout)
             yield from native_text.chunks(self._family_texts(kind, openmetrics), vols, len(labelled))
             return
         for family in metrics.SCALARS:

@@ -9,7 +9,7 @@ from nvme_ebs import EbsStats
 
 from .metrics import HISTOGRAMS
 from .volumes import VolumeState
-from .wrap import totals
+from .wrap import Offsets, totals
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class VolumeSample:
     stats: EbsStats
     # What wrapping added to each bin, for the histograms where a bin has wrapped (keyed by
     # EbsStats field; the C renderer adds it to the page's own counts).
-    offsets: dict[str, list[int]] = field(default_factory=dict)
+    offsets: dict[str, Offsets] = field(default_factory=dict)
 
     @cached_property
     def histogram_counts(self) -> dict[str, list[int]]:

@@ -27,7 +27,7 @@ from nvme_ebs import (
 from nvme_ebs._native import stats_offset
 
 from .metrics import HISTOGRAMS
-from .wrap import WrapCounter
+from .wrap import Offsets, WrapCounter
 
 # Where each histogram sits in the decoded page's struct.
 _OFFSETS = {h.field: stats_offset(h.field) for h in HISTOGRAMS}
@@ -116,7 +116,7 @@ class VolumeState:
         for name, wrap in self.wraps.items():
             wrap.update(getattr(stats, name), decoded, _OFFSETS[name] if decoded is not None else 0)
 
-    def wrap_offsets(self) -> dict[str, list[int]]:
+    def wrap_offsets(self) -> dict[str, Offsets]:
         """What wrapping added to each bin, for the histograms with a bin that has wrapped."""
         return {name: wrap.offsets for name, wrap in self.wraps.items() if wrap.offsets is not None}
 

@@ -12,6 +12,17 @@ NVME_EBS_MAX_BINS: int = lib.NVME_EBS_MAX_BINS
 U32 = 1 << 32
 
 
+class Offsets(list):  # type: ignore[type-arg]  # list[int] cannot be a base on Python 3.9
+    """What wrapping added to each bin of a histogram, with the same numbers as a C array for the
+    C renderer: made once, when a bin wraps, not at every scrape. Never changed once made."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, values: list[int]) -> None:
+        super().__init__(values)
+        self.c = ffi.new("uint64_t[]", values)
+
+
 class WrapCounter:
     """Follows one histogram's 32-bit bin counts, so that their totals stay monotonic.
 
@@ -28,7 +39,7 @@ class WrapCounter:
         self.raw: tuple[int, ...] = ()
         # What wrapping added to each bin; None while no bin has wrapped. A change makes a new
         # list, so a snapshot may keep the one it was given.
-        self.offsets: list[int] | None = None
+        self.offsets: Offsets | None = None
         # The C path (pages that carry their decoded struct): the last counts and the offsets as
         # C arrays, which nvme_ebs_unwrap compares with a page's and adds to.
         self.c_last = ffi.new("uint32_t[]", NVME_EBS_MAX_BINS)
@@ -50,14 +61,14 @@ class WrapCounter:
             return
         if decoded is not None and self.c_ready:
             if lib.nvme_ebs_unwrap(decoded, offset, self.c_last, self.c_offsets):
-                self.offsets = ffi.unpack(self.c_offsets, len(counts))
+                self.offsets = Offsets(ffi.unpack(self.c_offsets, len(counts)))
             self.raw = counts
             return
         if counts == self.raw:
             return
         if not all(map(operator.ge, counts, self.raw)):  # some bin wrapped since the last read
             offsets = self.offsets or [0] * len(counts)
-            self.offsets = [o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)]
+            self.offsets = Offsets([o + U32 if c < r else o for o, c, r in zip(offsets, counts, self.raw)])
             if len(counts) <= NVME_EBS_MAX_BINS:
                 self.c_offsets[0 : len(counts)] = self.offsets
         self._remember(counts)
