@@ -37,12 +37,12 @@ class Family:
     def full_name(self, kind: PageKind = PageKind.EBS) -> str:
         return PREFIX[kind] + self.name if self.per_volume else self.name
 
-    def exposed_name(self, kind: PageKind = PageKind.EBS, openmetrics: bool = False) -> str:
-        """The name on a sample line of the text format: counters end in _total, info in _info."""
+    def exposed_name(self, kind: PageKind = PageKind.EBS) -> str:
+        """The name on a sample line (either format): counters end in _total, info in _info."""
         name = self.full_name(kind)
         if self.type == "counter":
             return name + "_total"
-        if self.type == "info" and not openmetrics:
+        if self.type == "info":
             return name + "_info"
         return name
 

@@ -114,7 +114,7 @@ class VolumeState:
             self.reason = None
         decoded = stats.decoded
         for name, wrap in self.wraps.items():
-            wrap.update(getattr(stats, name), decoded, _OFFSETS[name] if decoded is not None else 0)
+            wrap.update(getattr(stats, name), decoded, _OFFSETS[name])
 
     def wrap_offsets(self) -> dict[str, Offsets]:
         """What wrapping added to each bin, for the histograms with a bin that has wrapped."""
